@@ -1,0 +1,14 @@
+"""nnfin: neural-network function approximators with PyTorch, from the lecture to finance.
+
+>>> import nnfin
+>>> run = nnfin.fit(overrides=["train.epochs=20"])  # doctest: +SKIP
+>>> run.predict([[0.0], [3.14]])  # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from nnfin.api import fit
+from nnfin.config import Config, load_config
+from nnfin.runs import Run, load_run
+
+__all__ = ["Config", "Run", "__version__", "fit", "load_config", "load_run"]

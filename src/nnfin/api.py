@@ -1,0 +1,164 @@
+"""The Python API: ``nnfin.fit`` runs config -> data -> model -> loop -> run folder.
+
+>>> import nnfin
+>>> run = nnfin.fit(overrides=["train.epochs=5", "run.dir=/tmp/nnfin-doc"])  # doctest: +SKIP
+>>> run.metrics["test"]["r2"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nnfin.config import Config, load_config
+from nnfin.data import Data, build_data
+from nnfin.device import resolve_device
+from nnfin.io import save_model, versions
+from nnfin.metrics import regression_metrics
+from nnfin.models import Polynomial, build_model
+from nnfin.models.polynomial import least_squares
+from nnfin.runs import Run, new_run_dir, write_json
+from nnfin.train.callbacks import Callback, EarlyStopping, ProgressBar
+from nnfin.train.loop import Trainer
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fit(config: Config | dict | str | Path | None = None, *, overrides: Sequence[str] = (),
+        callbacks: Sequence[Callback] = (), progress: bool = False, write: bool = True,
+        console: Any = None) -> Run:
+    """Train the model a config describes and (by default) write its run folder.
+
+    ``config`` is a :class:`Config`, a dict of sections, a TOML path, or ``None`` for the
+    lecture's default (``mlp`` 1-6-6-1 sigmoid on cos(x) with Adam). ``overrides`` are
+    ``"section.key=value"`` strings, as ``--set`` on the command line.
+    """
+    cfg = load_config(config, overrides)
+    device = resolve_device(cfg.train.device, cfg.train.dtype)
+    seed_everything(cfg.train.seed)
+    data = build_data(cfg.data, device=device, dtype=cfg.train.dtype)
+    torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
+    model = build_model(cfg.model, in_dim=data.in_dim, out_dim=data.out_dim)
+    model = model.to(device=device, dtype=getattr(torch, cfg.train.dtype))
+    run_dir = new_run_dir(cfg) if write else None
+
+    cbs: list[Callback] = []
+    if progress and cfg.train.progress:
+        cbs.append(ProgressBar(console))
+    es = cfg.early_stopping
+    if es.enabled:
+        cbs.append(EarlyStopping(es.monitor, patience=es.patience, min_delta=es.min_delta,
+                                 relative=es.relative, start_from_epoch=es.start_from_epoch,
+                                 restore_best=es.restore_best))
+    if run_dir is not None:
+        from nnfin.train.checkpoint import CheckpointCallback
+
+        cbs.append(CheckpointCallback(run_dir / "checkpoints", cfg, data.digest,
+                                      every=cfg.run.checkpoint_every))
+    trainer = Trainer(model, data, cfg, callbacks=[*cbs, *callbacks])
+    trainer.fit()
+    return finish_run(trainer, run_dir)
+
+
+def finish_run(trainer: Trainer, run_dir: Path | None) -> Run:
+    """Compute metrics and write the run folder for a trainer that has stopped."""
+    cfg, data, model, state = trainer.cfg, trainer.data, trainer.model, trainer.state
+    run = Run(cfg, model, data.scaler, data.features, data.targets,
+              pd.DataFrame(state.history), {}, run_dir)
+    diverged = state.status == "diverged"
+    metrics: dict[str, Any] = {
+        "status": state.status, "stop_reason": state.stop_reason,
+        "epochs": state.epoch, "steps": state.step, "time_s": round(state.elapsed, 4),
+        "device": str(trainer.device), "dtype": cfg.train.dtype,
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "restored_epoch": state.restored_epoch, "versions": versions(),
+    }
+    if not diverged:
+        for split in ("train", "val", "test"):
+            x, y = data.split(split, scaled=False)
+            if len(x):
+                metrics[split] = regression_metrics(y.double().cpu().numpy(), run.predict(x))
+        if isinstance(model, Polynomial):
+            metrics["polynomial"] = polynomial_report(model, data, cfg)
+    run.metrics = metrics
+    if run_dir is not None:
+        write_run(run, trainer)
+    return run
+
+
+@torch.no_grad()
+def polynomial_report(model: Polynomial, data: Data, cfg: Config) -> dict[str, Any]:
+    """The fitted polynomial next to the exact least-squares optimum on the training data."""
+    x, y = data.split("train")
+    coef, sse_opt = least_squares(x, y, model.degree)
+    sse_fit = float(((model(x).double() - y.double()) ** 2).sum())
+    return {
+        "formula": model.formula(),
+        "coefficients": model.coefficients.detach().double().cpu().tolist(),
+        "lstsq_formula": _formula(coef.tolist()),
+        "lstsq_coefficients": coef.tolist(),
+        "sse": sse_fit, "lstsq_sse": sse_opt,
+        "relative_gap": (sse_fit - sse_opt) / sse_opt if sse_opt > 0 else sse_fit,
+        "units": "scaled" if cfg.data.scale else "data",
+    }
+
+
+def _formula(coef: list[float]) -> str:
+    tmp = Polynomial(len(coef) - 1)
+    tmp.coefficients.data = torch.tensor(coef)
+    return tmp.formula()
+
+
+def write_run(run: Run, trainer: Trainer) -> None:
+    """config.toml, metrics.json, history.csv, weights + gradients and plots."""
+    from safetensors.torch import save_file
+
+    from nnfin import plots
+
+    run_dir, cfg = run.dir, run.config
+    assert run_dir is not None
+    (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+    run.history.to_csv(run_dir / "history.csv", index=False)
+    if run.status != "diverged":
+        save_model(run_dir, run.model, cfg.model.model_dump(mode="json"),
+                   features=run.features, targets=run.targets, scaler=run.scaler,
+                   dtype=cfg.train.dtype)
+        grads = final_gradients(trainer)
+        save_file(grads, str(run_dir / "gradients.safetensors"))
+    write_json(run_dir / "metrics.json", run.metrics)
+    if cfg.run.plots:
+        if len(run.history):
+            plots.save(plots.loss_figure(run.history, title=run_dir.name), run_dir / "plots/loss.png")
+        if run.status != "diverged":
+            data = trainer.data
+            to_np = lambda t: t.double().cpu().numpy()  # noqa: E731
+            fig = plots.fit_figure(to_np(data.x_train), to_np(data.y_train), run.predict,
+                                   feature=run.features[0], target=run.targets[0],
+                                   x_test=to_np(data.x_test), y_test=to_np(data.y_test))
+            plots.save(fig, run_dir / "plots/fit.png")
+
+
+def final_gradients(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Gradients of the full-training-set objective at the final weights (for ``inspect``)."""
+    model = trainer.model
+    x, y = trainer.data.split("train")
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        loss = trainer.loss_fn(model(x), y)
+        if trainer.penalty is not None:
+            loss = loss + trainer.penalty()
+        loss.backward()
+    grads = {name: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu()
+             .contiguous() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return grads

@@ -1,0 +1,121 @@
+"""``nnfin fit`` and ``nnfin inspect``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console(highlight=False)
+
+SetOption = typer.Option(
+    None, "--set", "-s", metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set optim.lr=0.001 (repeatable).",
+)
+
+
+def _fmt(v: float) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+
+
+def metrics_table(metrics: dict) -> Table:
+    table = Table(title="metrics (data units)")
+    table.add_column("split")
+    for col in ("MSE", "RMSE", "MAE", "R²", "max |err|", "n"):
+        table.add_column(col, justify="right")
+    for split in ("train", "val", "test"):
+        m = metrics.get(split)
+        if m:
+            table.add_row(split, _fmt(m["mse"]), _fmt(m["rmse"]), _fmt(m["mae"]), _fmt(m["r2"]),
+                          _fmt(m["max_abs_error"]), str(m["n"]))
+    return table
+
+
+def fit(
+    config: Path | None = typer.Argument(None, help="TOML config; none: the lecture's network."),
+    set_: list[str] | None = SetOption,
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
+    run_dir: str | None = typer.Option(None, "--run-dir", "-o", help="Run folder to create."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a model and write a run folder (config, metrics, history, weights, plots)."""
+    from nnfin.api import fit as api_fit
+
+    overrides = list(set_ or [])
+    if device:
+        overrides.append(f"train.device={device}")
+    if run_dir:
+        overrides.append(f"run.dir={run_dir}")
+    run = api_fit(config, overrides=overrides, progress=not quiet, console=console)
+    report(run)
+
+
+def report(run) -> None:
+    """Print the result of a fit and exit 1 (diverged) or 130 (interrupted) when needed."""
+    m = run.metrics
+    if m["status"] == "diverged":
+        console.print(f"[red]diverged:[/red] {escape(m['stop_reason'])}")
+        console.print(f"run folder (no model saved): {run.dir}")
+        raise typer.Exit(1)
+    console.print(metrics_table(m))
+    console.print(f"status: {m['status']}" + (f" ({escape(m['stop_reason'])})" if m["stop_reason"] else "")
+                  + f"   epochs: {m['epochs']}   steps: {m['steps']}   time: {m['time_s']:.2f} s"
+                  + f"   device: {m['device']} ({m['dtype']})")
+    poly = m.get("polynomial")
+    if poly:
+        console.print(f"fitted:        {poly['formula']}")
+        console.print(f"least squares: {poly['lstsq_formula']}   (exact optimum, torch.linalg.lstsq)")
+        console.print(f"sum of squares: fitted {poly['sse']:.6g}, optimum {poly['lstsq_sse']:.6g}, "
+                      f"relative gap {poly['relative_gap']:.3g}")
+    if run.dir is not None:
+        console.print(f"run folder: {run.dir}")
+        plots = sorted(str(p) for p in (Path(run.dir) / "plots").glob("*.png"))
+        if plots:
+            console.print("plots: " + ", ".join(plots))
+    if m["status"] == "interrupted":
+        console.print(f"interrupted; continue with: nnfin resume {run.dir}")
+        raise typer.Exit(130)
+
+
+def _array(t) -> str:
+    import numpy as np
+
+    return np.array2string(t.double().cpu().numpy(), precision=4, threshold=10**9,
+                           max_line_width=100)
+
+
+def inspect(
+    run_dir: Path = typer.Argument(..., help="Run folder written by nnfin fit."),
+    values: bool = typer.Option(False, "--values", help="Print every value, however large."),
+) -> None:
+    """Show parameters and their gradients (names, shapes, norms, values of small tensors)."""
+    from safetensors.torch import load_file
+
+    from nnfin.runs import load_run
+
+    run = load_run(run_dir)
+    grad_file = Path(run_dir) / "gradients.safetensors"
+    grads = load_file(str(grad_file)) if grad_file.exists() else {}
+    table = Table(title=f"parameters of {run.config.model.kind} ({run_dir})")
+    for col in ("name", "shape", "numel", "norm", "grad norm"):
+        table.add_column(col, justify="right" if col in ("numel", "norm", "grad norm") else "left")
+    limit = None if values else 12
+    details = []
+    for name, p in run.model.named_parameters():
+        p = p.detach()
+        g = grads.get(name)
+        table.add_row(name, str(tuple(p.shape)), str(p.numel()), f"{float(p.norm()):.4g}",
+                      "-" if g is None else f"{float(g.norm()):.4g}")
+        if limit is None or p.numel() <= limit:
+            details.append((name, p.detach(), g))
+    console.print(table)
+    for name, p, g in details:
+        console.print(f"[bold]{name}[/bold] =\n{_array(p)}")
+        if g is not None:
+            console.print(f"[dim]{name}.grad[/dim] =\n{_array(g)}")
+    console.print("gradients: of the training loss at the final weights"
+                  if grads else "no gradients.safetensors in this run")

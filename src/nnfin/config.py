@@ -1,0 +1,335 @@
+"""The run configuration: TOML sections validated by pydantic, with ``--set`` overrides.
+
+A config is the user-facing contract. Every section and key is declared here once; unknown
+ones are errors with a "did you mean" hint, and every message names the field and the value.
+
+>>> cfg = load_config(None, overrides=["optim.lr=0.001", "model.neurons=[16,16]"])
+>>> cfg.optim.lr, cfg.model.neurons
+(0.001, [16, 16])
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nnfin.errors import ConfigError, did_you_mean
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "softplus", "gelu", "silu")
+INITS = ("default", "lecture", "xavier", "xavier-normal", "kaiming", "kaiming-normal")
+OPTIMIZERS = ("gd", "sgd", "adam", "adamw", "rmsprop", "lbfgs")
+SCHEDULES = ("none", "step", "exponential", "cosine", "onecycle", "plateau")
+LOSSES = ("mse", "sse", "mae", "huber")
+BUILTIN_TARGETS = ("cos", "sin", "exp", "polynomial")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """``[data]``: where samples come from, how they are split and scaled."""
+
+    kind: str = Field("cos", description="cos | sin | exp | polynomial | file | finance kinds")
+    n: int = Field(2000, ge=1, description="number of samples for generated data")
+    low: float | None = Field(None, description="lower end of x (default -pi/2)")
+    high: float | None = Field(None, description="upper end of x (default 3pi/2)")
+    sampling: Literal["uniform", "grid"] = Field("uniform", description="random x or linspace")
+    noise: float = Field(0.0, ge=0.0, description="std of Gaussian noise added to the target")
+    coefficients: list[float] = Field(
+        default_factory=lambda: [0.0, 1.0], description="polynomial target: c0 + c1 x + ..."
+    )
+    path: str | None = Field(None, description="CSV or Parquet file for kind = 'file'")
+    features: list[str] | None = Field(None, description="input column names")
+    target: str | list[str] | None = Field(None, description="output column name(s)")
+    split: list[float] = Field(
+        default_factory=lambda: [0.7, 0.15, 0.15], description="train / validation / test"
+    )
+    scale: bool = Field(True, description="standardize inputs and outputs (train statistics)")
+    seed: int = Field(0, description="seed for sampling, noise and the split")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="extra options for generated finance datasets"
+    )
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, v: list[float]) -> list[float]:
+        if len(v) == 2:
+            v = [*v, 0.0]
+        if len(v) != 3 or any(p < 0 or not math.isfinite(p) for p in v):
+            raise ValueError(f"must be [train, validation, test] fractions >= 0, got {v!r}")
+        if abs(sum(v) - 1.0) > 1e-9 or v[0] <= 0:
+            raise ValueError(f"fractions must sum to 1 with train > 0, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> DataConfig:
+        if self.low is not None and self.high is not None and not self.low < self.high:
+            raise ValueError(f"low = {self.low!r} must be below high = {self.high!r}")
+        return self
+
+
+class ModelConfig(Section):
+    """``[model]``: the network (or polynomial) to train."""
+
+    kind: Literal["polynomial", "mlp-low", "mlp"] = Field("mlp", description="model family")
+    neurons: list[int] = Field(default_factory=lambda: [6, 6], description="hidden widths")
+    degree: int = Field(3, ge=0, le=30, description="degree of the polynomial model")
+    activation: Literal[ACTIVATIONS] = Field("sigmoid", description="hidden activation")  # type: ignore[valid-type]
+    init: Literal[INITS] = Field("default", description="weight initialisation")  # type: ignore[valid-type]
+
+    @field_validator("neurons")
+    @classmethod
+    def _neurons(cls, v: list[int]) -> list[int]:
+        if any(w < 1 for w in v):
+            raise ValueError(f"hidden widths must be >= 1, got {v!r}")
+        return v
+
+
+class OptimConfig(Section):
+    """``[optim]``: optimizer and learning-rate schedule."""
+
+    name: Literal[OPTIMIZERS] = Field("adam", description="optimizer")  # type: ignore[valid-type]
+    lr: float = Field(0.03, gt=0.0, description="learning rate")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd / rmsprop momentum")
+    nesterov: bool = Field(False, description="sgd: Nesterov momentum")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam / adamw betas")
+    eps: float = Field(1e-8, gt=0.0, description="adam / adamw / rmsprop epsilon")
+    weight_decay: float = Field(0.0, ge=0.0, description="decoupled (adamw) or coupled decay")
+    history_size: int = Field(100, ge=1, description="lbfgs memory")
+    max_iter: int = Field(20, ge=1, description="lbfgs iterations per step")
+    line_search: Literal["strong_wolfe", "none"] = Field("strong_wolfe", description="lbfgs")
+    schedule: Literal[SCHEDULES] = Field("none", description="learning-rate schedule")  # type: ignore[valid-type]
+    step_size: int = Field(100, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.5, gt=0.0, le=1.0, description="step / exponential: decay factor")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine: final learning rate")
+    max_lr: float | None = Field(None, gt=0.0, description="onecycle: peak lr (default 10 x lr)")
+    factor: float = Field(0.5, gt=0.0, lt=1.0, description="plateau: decay factor")
+    patience: int = Field(10, ge=0, description="plateau: epochs without improvement")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        for i, b in enumerate(v):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"beta at index {i} must be in [0, 1), got {b!r}")
+        return v
+
+
+class PenaltyConfig(Section):
+    """``[penalty]``: L1 / L2 terms added to the loss (lambda * sum|w|, lambda * sum w^2)."""
+
+    l1: float = Field(0.0, ge=0.0, description="L1 lambda")
+    l2: float = Field(0.0, ge=0.0, description="L2 lambda")
+    include_bias: bool = Field(True, description="penalise biases too (the lecture does)")
+
+
+class TrainConfig(Section):
+    """``[train]``: the loop."""
+
+    epochs: int | None = Field(200, ge=1, description="passes over the training data")
+    iterations: int | None = Field(None, ge=1, description="total steps instead of epochs")
+    batch_size: int = Field(64, ge=1, description="mini-batch size (sampling = 'full' ignores it)")
+    sampling: Literal["shuffle", "choice", "full"] = Field(
+        "shuffle", description="epoch shuffling | per-step choice without replacement | full"
+    )
+    loss: Literal[LOSSES] = Field("mse", description="mse | sse (sum of squares) | mae | huber")  # type: ignore[valid-type]
+    huber_delta: float = Field(1.0, gt=0.0, description="huber threshold")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    dtype: Literal["float32", "float64"] = Field("float32", description="tensor precision")
+    seed: int = Field(0, description="seed for initialisation and batch order")
+    progress: bool = Field(True, description="show a progress bar")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        base = v.split(":")[0]
+        if base not in ("auto", "cpu", "cuda", "mps"):
+            raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainConfig:
+        if self.iterations is not None:
+            self.__dict__["epochs"] = None  # iterations wins when both are given
+        elif self.epochs is None:
+            raise ValueError("set epochs or iterations")
+        return self
+
+
+class EarlyStoppingConfig(Section):
+    """``[early_stopping]``: stop when the monitored metric stops improving."""
+
+    enabled: bool = Field(False, description="turn early stopping on")
+    monitor: str = Field("val_loss", description="history column to watch")
+    patience: int = Field(20, ge=1, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts")
+    relative: bool = Field(False, description="min_delta is relative to the best value")
+    start_from_epoch: int = Field(0, ge=0, description="ignore epochs before this one")
+    restore_best: bool = Field(True, description="load the best weights at the end")
+
+
+class RunConfig(Section):
+    """``[run]``: where the run folder goes."""
+
+    dir: str | None = Field(None, description="run folder (default runs/<time>-<model>-<data>)")
+    root: str = Field("runs", description="parent of auto-named run folders")
+    checkpoint_every: int = Field(10, ge=1, description="epochs between last.ckpt writes")
+    plots: bool = Field(True, description="write plots/fit.png and plots/loss.png")
+
+
+class Config(Section):
+    """A complete run configuration. Every field has a default: ``Config()`` is the lecture."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    penalty: PenaltyConfig = Field(default_factory=PenaltyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    tune: dict[str, Any] = Field(default_factory=dict, description="used by nnfin tune")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, TOML-ready dict (``None`` values are dropped, as TOML has no null)."""
+        return _drop_none(self.model_dump(mode="json"))
+
+    def to_toml(self) -> str:
+        """The fully resolved config as TOML text; loading it gives the same config."""
+        return tomli_w.dumps(self.to_dict())
+
+
+def _drop_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    return obj
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_config(
+    source: str | Path | dict | Config | None = None, overrides: list[str] | tuple = ()
+) -> Config:
+    """Build a validated :class:`Config` from a TOML path, a dict or ``None`` (defaults).
+
+    ``overrides`` are ``"section.key=value"`` strings; values are parsed as TOML
+    (``lr=1e-3``, ``neurons=[16,16]``, ``kind="mlp"``) and fall back to plain strings.
+    """
+    if isinstance(source, Config):
+        raw = source.to_dict()
+    elif isinstance(source, dict):
+        raw = _deepcopy(source)
+    elif source is None:
+        raw = {}
+    else:
+        raw = read_toml(source)
+    for item in overrides:
+        _apply_override(raw, item)
+    return validate(raw)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; syntax errors become one line naming the file and the line."""
+    p = Path(path)
+    if not p.is_file():
+        what = "is a directory" if p.is_dir() else "does not exist"
+        raise ConfigError(f"config file {str(p)!r} {what}")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r}: TOML syntax error: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc}") from None
+
+
+def _deepcopy(d: dict) -> dict:
+    return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as TOML (numbers, booleans, lists, strings); else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} must look like section.key=value")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"--set {item!r}: key must be section.key, e.g. optim.lr=0.001")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+    node[parts[-1]] = parse_value(text.strip())
+
+
+def validate(raw: dict[str, Any]) -> Config:
+    """Validate a raw dict; the first problem becomes a one-line :class:`ConfigError`."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, raw)) from None
+
+
+def _format_error(exc: ValidationError, raw: dict) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    kind = err["type"]
+    if not loc:
+        return err["msg"]
+    where = _where(loc)
+    if kind == "extra_forbidden":
+        model: type[BaseModel] = Config
+        for part in loc[:-1]:
+            field = model.model_fields.get(part)
+            ann = field.annotation if field else None
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                model = ann
+        known = list(model.model_fields)
+        what = "section" if len(loc) == 1 else "key"
+        return f"unknown {what} {where}{did_you_mean(loc[-1], known)} (known: {', '.join(known)})"
+    value = _lookup(raw, loc)
+    msg = err["msg"]
+    if kind == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        choices = [c.strip().strip("'") for c in allowed.replace(" or ", ",").split(",")]
+        return f"{where} = {value!r} is not allowed; choose one of {', '.join(choices)}" + (
+            did_you_mean(str(value), choices)
+        )
+    if kind.startswith("value_error"):
+        msg = msg.removeprefix("Value error, ")
+    if kind == "model_type" and len(loc) == 1:
+        return f"[{loc[0]}] must be a table (section), got {value!r}"
+    if len(loc) == 1:
+        return f"{where} {msg}"
+    return f"{where} = {value!r}: {msg}"
+
+
+def _where(loc: list[str]) -> str:
+    if len(loc) == 1:
+        return f"[{loc[0]}]"
+    return f"[{loc[0]}] {'.'.join(loc[1:])}"
+
+
+def _lookup(raw: Any, loc: list[str]) -> Any:
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node

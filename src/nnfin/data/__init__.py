@@ -1,0 +1,121 @@
+"""Data: build X, y from the config, split train/val/test, scale with training statistics.
+
+>>> from nnfin.config import load_config
+>>> data = build_data(load_config(None).data, device="cpu", dtype="float32")
+>>> data.x_train.shape[1], data.features
+(1, ['x'])
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from nnfin.config import BUILTIN_TARGETS, DataConfig
+from nnfin.data.files import read_table
+from nnfin.data.functions import sample_function
+from nnfin.data.scaling import Standardizer
+from nnfin.errors import ConfigError, DataError
+
+__all__ = ["Data", "Standardizer", "build_data", "load_arrays"]
+
+
+@dataclass
+class Data:
+    """Tensors on the training device; ``*_s`` tensors are the scaled ones the model sees."""
+
+    x_train: torch.Tensor  # (n_train, in_dim), original units
+    y_train: torch.Tensor  # (n_train, out_dim)
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    features: list[str]
+    targets: list[str]
+    scaler: Standardizer | None
+    digest: str  # sha256 of the raw arrays: resume refuses other data
+    scaled: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def in_dim(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def out_dim(self) -> int:
+        return self.y_train.shape[1]
+
+    def split(self, name: str, *, scaled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of ``train``, ``val`` or ``test``, scaled for the model by default."""
+        if scaled:
+            return self.scaled[f"x_{name}"], self.scaled[f"y_{name}"]
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+
+def load_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Raw float64 arrays ``x (n, in), y (n, out)`` and column names for a ``[data]`` table."""
+    if cfg.kind in BUILTIN_TARGETS:
+        x, y = sample_function(
+            cfg.kind, n=cfg.n, low=cfg.low, high=cfg.high, sampling=cfg.sampling,
+            noise=cfg.noise, coefficients=cfg.coefficients, seed=cfg.seed,
+        )
+        return x, y, ["x"], ["y"]
+    if cfg.kind == "file":
+        if not cfg.path:
+            raise ConfigError("[data] kind = 'file' needs path = 'your.csv' (or .parquet)")
+        return read_table(cfg.path, features=cfg.features, target=cfg.target)
+    from nnfin.data.finance_bridge import finance_arrays  # optional finance generators
+
+    return finance_arrays(cfg)
+
+
+def _split_indices(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(fractions[1] * n))
+    n_test = int(round(fractions[2] * n))
+    n_train = n - n_val - n_test
+    return [np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_val]),
+            np.sort(perm[n_train + n_val:])]
+
+
+def digest_arrays(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def build_data(
+    cfg: DataConfig, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+    arrays: tuple[np.ndarray, np.ndarray, list[str], list[str]] | None = None,
+) -> Data:
+    """Load, split (seeded), scale on the training part and move everything to ``device``."""
+    x, y, features, targets = arrays if arrays is not None else load_arrays(cfg)
+    n = x.shape[0]
+    if n == 0:
+        raise DataError("[data] holds no samples")
+    idx_train, idx_val, idx_test = _split_indices(n, cfg.split, cfg.seed)
+    if len(idx_train) < 2:
+        raise DataError(f"[data] split = {cfg.split!r} leaves {len(idx_train)} training rows of {n}")
+    tdtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=tdtype).to(device)
+
+    data = Data(
+        t(x[idx_train]), t(y[idx_train]), t(x[idx_val]), t(y[idx_val]),
+        t(x[idx_test]), t(y[idx_test]), features, targets, None, digest_arrays(x, y),
+    )
+    if cfg.scale:
+        data.scaler = Standardizer.fit(
+            torch.as_tensor(x[idx_train]), torch.as_tensor(y[idx_train])
+        )
+    for name in ("train", "val", "test"):
+        xs, ys = data.split(name, scaled=False)
+        if data.scaler is not None:
+            xs, ys = data.scaler.transform_x(xs), data.scaler.transform_y(ys)
+        data.scaled[f"x_{name}"], data.scaled[f"y_{name}"] = xs, ys
+    return data

@@ -1,0 +1,147 @@
+"""Model files that never execute code: safetensors weights plus a JSON description.
+
+``model.safetensors`` holds the parameters (and the data scaling as ``scaler.*`` tensors);
+``model.json`` holds the architecture, the feature/target names, the library versions and the
+sha256 of the weights file, which is checked on load.
+
+>>> from nnfin.models import MLP
+>>> save_model("out", MLP(1, 1, [6]), {"kind": "mlp", "neurons": [6]},  # doctest: +SKIP
+...            features=["x"], targets=["y"])
+>>> model, spec, scaler = load_model("out")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from nnfin import __version__
+from nnfin.config import ModelConfig
+from nnfin.data.scaling import Standardizer
+from nnfin.errors import FileFormatError
+
+FORMAT = "nnfin-model"
+FORMAT_VERSION = 1
+WEIGHTS, SPEC = "model.safetensors", "model.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder, fsync, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def versions() -> dict[str, str]:
+    return {"nnfin": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def save_model(folder: str | Path, model: nn.Module, model_cfg: dict[str, Any], *,
+               features: list[str], targets: list[str], scaler: Standardizer | None = None,
+               dtype: str = "float32") -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``folder``; returns the JSON path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if scaler is not None:
+        tensors.update(scaler.tensors())
+    weights = folder / WEIGHTS
+    tmp = folder / f".{WEIGHTS}.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, weights)
+    spec = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "model": model_cfg, "in_dim": len(features), "out_dim": len(targets),
+        "features": features, "targets": targets, "dtype": dtype, "scaled": scaler is not None,
+        "weights": WEIGHTS, "sha256": sha256_file(weights), "versions": versions(),
+    }
+    path = folder / SPEC
+    atomic_write_bytes(path, (json.dumps(spec, indent=2) + "\n").encode())
+    return path
+
+
+def _resolve(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / SPEC
+    elif p.suffix == ".safetensors":
+        p = p.with_name(SPEC)
+    if not p.exists():
+        raise FileFormatError(f"model file {str(p)!r} does not exist")
+    return p
+
+
+def read_spec(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """Read and check ``model.json``; returns the spec and the weights path."""
+    spec_path = _resolve(path)
+    try:
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"model file {str(spec_path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise FileFormatError(f"model file {str(spec_path)!r} is not an nnfin model description")
+    if spec.get("format_version", 0) > FORMAT_VERSION:
+        raise FileFormatError(f"model file {str(spec_path)!r} has format version "
+                              f"{spec['format_version']}; this nnfin reads up to {FORMAT_VERSION}")
+    weights = spec_path.parent / spec.get("weights", WEIGHTS)
+    if not weights.exists():
+        raise FileFormatError(f"weights file {str(weights)!r} does not exist")
+    return spec, weights
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu"
+               ) -> tuple[nn.Module, dict[str, Any], Standardizer | None]:
+    """Rebuild a saved model (no pickle): returns ``(model, spec, scaler)`` on ``device``."""
+    from nnfin.models import build_model  # late import: models import config only
+
+    spec, weights = read_spec(path)
+    digest = sha256_file(weights)
+    if spec.get("sha256") != digest:
+        raise FileFormatError(f"weights file {str(weights)!r} does not match the sha256 in "
+                              f"{SPEC} (file changed or corrupted)")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise FileFormatError(f"weights file {str(weights)!r} cannot be read: {exc}") from None
+    try:
+        model = build_model(ModelConfig(**spec["model"]), in_dim=spec["in_dim"],
+                            out_dim=spec["out_dim"])
+    except Exception as exc:
+        raise FileFormatError(f"model file {str(weights)!r}: bad architecture: {exc}") from None
+    state = {k: v for k, v in tensors.items() if not k.startswith("scaler.")}
+    dtype = getattr(torch, spec.get("dtype", "float32"))
+    model = model.to(dtype)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        reason = " ".join(line.strip() for line in first[:2])
+        raise FileFormatError(f"weights file {str(weights)!r} do not fit the architecture in "
+                              f"{SPEC}: {reason}") from None
+    return model.to(device).eval(), spec, Standardizer.from_tensors(tensors)

@@ -1,0 +1,157 @@
+"""The run folder - the contract users and tools rely on - and the :class:`Run` object.
+
+```
+runs/<name>/
+  config.toml        the fully resolved config (rerunnable as is)
+  metrics.json       status, device, time, train/val/test metrics in the data's units
+  history.csv        one row per epoch
+  model.safetensors  weights (+ data scaling); model.json: how to rebuild without pickle
+  gradients.safetensors  gradients of the training loss at the final weights
+  checkpoints/       last.ckpt, best.ckpt
+  plots/             fit.png, loss.png
+```
+
+>>> run = load_run("runs/my-run")  # doctest: +SKIP
+>>> run.predict([[0.5]])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from nnfin.config import Config, RunConfig, load_config
+from nnfin.data.scaling import Standardizer
+from nnfin.errors import ConfigError, DataError, FileFormatError
+from nnfin.io import atomic_write_bytes, load_model
+
+
+@dataclass
+class Run:
+    """A trained model with its config, scaling, history and metrics."""
+
+    config: Config
+    model: nn.Module
+    scaler: Standardizer | None
+    features: list[str]
+    targets: list[str]
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    dir: Path | None = None
+
+    @property
+    def status(self) -> str:
+        return self.metrics.get("status", "unknown")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def predict(self, x: Any) -> np.ndarray:
+        """Predict in the data's units for inputs shaped (n, n_features) (or (n,) for one).
+
+        Accepts NumPy arrays, lists, tensors and DataFrames (columns picked by name).
+        """
+        if isinstance(x, pd.DataFrame):
+            missing = [f for f in self.features if f not in x.columns]
+            if missing:
+                raise DataError(f"input lacks the training feature column(s) {missing!r} "
+                                f"(has: {', '.join(map(str, x.columns))})")
+            x = x[self.features].to_numpy(dtype=np.float64)
+        t = torch.as_tensor(np.asarray(x, dtype=np.float64) if not torch.is_tensor(x) else x)
+        if t.dim() == 1 and len(self.features) == 1:
+            t = t.reshape(-1, 1)
+        if t.dim() != 2 or t.shape[1] != len(self.features):
+            raise DataError(f"input has shape {tuple(t.shape)}; expected (n, {len(self.features)}) "
+                            f"for features {self.features!r}")
+        param = next(self.model.parameters())
+        t = t.to(param.device, torch.float64)
+        if self.scaler is not None:
+            t = self.scaler.transform_x(t)
+        was_training = self.model.training
+        self.model.eval()
+        out = self.model(t.to(param.dtype)).to(torch.float64)
+        self.model.train(was_training)
+        if self.scaler is not None:
+            out = self.scaler.inverse_y(out)
+        return out.cpu().numpy()
+
+
+# ------------------------------------------------------------------------ folders
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
+
+
+def new_run_dir(cfg: Config) -> Path:
+    """Create the run folder; refuse one that already holds files (nothing is overwritten)."""
+    rc: RunConfig = cfg.run
+    if rc.dir:
+        path = Path(rc.dir)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ConfigError(f"[run] dir = {rc.dir!r} already exists and is not empty; "
+                              "choose another folder (nothing was overwritten)")
+    else:
+        data = Path(cfg.data.path).stem if cfg.data.kind == "file" and cfg.data.path \
+            else cfg.data.kind
+        base = Path(rc.root) / _slug(f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model.kind}-{data}")
+        path, k = base, 1
+        while path.exists():
+            k += 1
+            path = base.with_name(f"{base.name}-{k}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"[run] dir = {str(path)!r} cannot be created: {exc.strerror}") from None
+    return path
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_history(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / "history.csv"
+    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+
+
+def load_run(path: str | Path, *, device: str | torch.device = "cpu") -> Run:
+    """Open a run folder written by ``nnfin fit`` (weights via safetensors, never pickle)."""
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise FileFormatError(f"run folder {str(run_dir)!r} does not exist")
+    if not (run_dir / "config.toml").exists():
+        raise FileFormatError(f"{str(run_dir)!r} is not a run folder (no config.toml)")
+    cfg = load_config(run_dir / "config.toml")
+    metrics: dict[str, Any] = {}
+    if (run_dir / "metrics.json").exists():
+        try:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise FileFormatError(f"{str(run_dir / 'metrics.json')!r} is not valid JSON: {exc}") \
+                from None
+    if not (run_dir / "model.json").exists():
+        status = metrics.get("status", "unknown")
+        raise FileFormatError(f"run {str(run_dir)!r} has no saved model (status: {status})")
+    model, spec, scaler = load_model(run_dir, device=device)
+    return Run(cfg, model, scaler, spec["features"], spec["targets"], read_history(run_dir),
+               metrics, run_dir)

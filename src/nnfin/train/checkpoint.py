@@ -1,0 +1,126 @@
+"""Training checkpoints that never lie: atomic writes, a checksum, and a fallback.
+
+A checkpoint is a plain dict (weights, optimizer, scheduler, sampler and RNG states, callback
+states, history, resolved config, data hash) saved with ``torch.save`` and read back with
+``torch.load(weights_only=True)`` - no code runs on load. The file ends with a 40-byte
+trailer (magic + sha256 of the payload), so truncation and corruption are detected.
+
+>>> save_checkpoint("ckpt/last.ckpt", {"epoch": 3})  # doctest: +SKIP
+>>> load_checkpoint("ckpt/last.ckpt")["epoch"]  # doctest: +SKIP
+3
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from nnfin.errors import FileFormatError
+from nnfin.io import atomic_write_bytes
+from nnfin.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from nnfin.config import Config
+    from nnfin.train.loop import Trainer
+
+MAGIC = b"NNFINCK1"  # 8 bytes, then 32 bytes of sha256
+FORMAT_VERSION = 1
+
+
+def _plain(obj: Any) -> Any:
+    """Make a state loadable with ``weights_only=True`` (NumPy arrays become tensors)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(obj.copy())}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _unplain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__ndarray__"}:
+            return obj["__ndarray__"].numpy()
+        return {k: _unplain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_unplain(v) for v in obj)
+    return obj
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Serialize ``state`` and write it atomically with a checksum trailer."""
+    buf = io.BytesIO()
+    torch.save({"format": "nnfin-checkpoint", "format_version": FORMAT_VERSION,
+                **_plain(state)}, buf)
+    payload = buf.getvalue()
+    path = Path(path)
+    atomic_write_bytes(path, payload + MAGIC + hashlib.sha256(payload).digest())
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint; a missing, truncated, corrupted or foreign file is a FileFormatError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"checkpoint {str(path)!r} does not exist")
+    raw = path.read_bytes()
+    if len(raw) < 40 or raw[-40:-32] != MAGIC:
+        raise FileFormatError(f"checkpoint {str(path)!r} is truncated or not an nnfin checkpoint")
+    payload, digest = raw[:-40], raw[-32:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise FileFormatError(f"checkpoint {str(path)!r} is corrupted (checksum mismatch)")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0][:200]
+        raise FileFormatError(f"checkpoint {str(path)!r} cannot be loaded safely: {reason}") \
+            from None
+    if not isinstance(state, dict) or state.get("format") != "nnfin-checkpoint":
+        raise FileFormatError(f"checkpoint {str(path)!r} is not an nnfin checkpoint")
+    return _unplain(state)
+
+
+class CheckpointCallback(Callback):
+    """Keeps ``last.ckpt`` (every ``every`` epochs, at the end and on Ctrl-C), the one before
+    it as ``prev.ckpt``, and ``best.ckpt`` (lowest validation loss, else training loss)."""
+
+    def __init__(self, folder: str | Path, cfg: Config, data_digest: str, *, every: int = 1) -> None:
+        self.folder, self.cfg, self.digest, self.every = Path(folder), cfg, data_digest, every
+        self.best = float("inf")
+
+    def _state(self, trainer: Trainer) -> dict[str, Any]:
+        return {**trainer.state_dict(), "config": self.cfg.to_dict(), "data_sha256": self.digest}
+
+    def write_last(self, trainer: Trainer) -> Path:
+        last, prev = self.folder / "last.ckpt", self.folder / "prev.ckpt"
+        state = self._state(trainer)
+        if last.exists():
+            os.replace(last, prev)
+        return save_checkpoint(last, state)
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
+        value = logs.get("val_loss", logs["train_loss"])
+        if value < self.best:
+            self.best = value
+            save_checkpoint(self.folder / "best.ckpt", self._state(trainer))
+        if trainer.state.epoch % self.every == 0:
+            self.write_last(trainer)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if trainer.state.status != "diverged":
+            self.write_last(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state["best"]

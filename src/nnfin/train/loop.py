@@ -1,0 +1,291 @@
+"""The one training loop.
+
+``Trainer.fit`` runs epochs of mini-batch steps, calls the callbacks' hooks through a single
+dispatcher (:meth:`Trainer.notify`) and keeps a :class:`TrainState`. Data stays on the device,
+batches are index selections drawn on the device, and losses are read back once per epoch
+(on the CPU, also after every step, so a non-finite loss stops training at that step).
+
+>>> from nnfin.config import load_config
+>>> from nnfin.data import build_data
+>>> from nnfin.models import build_model
+>>> cfg = load_config(None, ["train.epochs=2", "data.n=200"])
+>>> data = build_data(cfg.data)
+>>> trainer = Trainer(build_model(cfg.model, in_dim=1, out_dim=1), data, cfg)
+>>> trainer.fit().epoch
+2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnfin.config import Config
+from nnfin.data import Data
+from nnfin.errors import ConfigError
+from nnfin.train.callbacks import Callback
+from nnfin.train.losses import make_loss, make_penalty
+from nnfin.train.optim import CLOSURE_OPTIMIZERS, build_optimizer, build_scheduler
+from nnfin.train.sampler import BatchSampler
+
+
+@dataclass
+class TrainState:
+    """Where training is: counters, history and why it stopped."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimizer steps
+    history: list[dict[str, float]] = field(default_factory=list)
+    status: str = "running"  # running | finished | early-stopped | diverged | interrupted
+    stop_reason: str = ""
+    restored_epoch: int | None = None  # epoch whose weights early stopping restored
+    elapsed: float = 0.0  # seconds spent training, over all sessions of a resumed run
+
+
+class Trainer:
+    """Train ``model`` on ``data`` as ``cfg`` says. One loop for every model and optimizer."""
+
+    def __init__(self, model: nn.Module, data: Data, cfg: Config, *,
+                 callbacks: list[Callback] | tuple[Callback, ...] = ()) -> None:
+        self.model, self.data, self.cfg = model, data, cfg
+        self.device = data.x_train.device
+        tc = cfg.train
+        self.x_train, self.y_train = data.split("train")
+        n_train = self.x_train.shape[0]
+        if tc.sampling != "full" and tc.batch_size > n_train:
+            raise ConfigError(
+                f"[train] batch_size = {tc.batch_size} is larger than the {n_train} training rows"
+                " (lower it, or use sampling = 'full')"
+            )
+        self.sampler = BatchSampler(n_train, tc.batch_size, tc.sampling, seed=tc.seed,
+                                    device=self.device)
+        spe = self.sampler.steps_per_epoch
+        if tc.iterations is not None:
+            self.max_steps, self.max_epochs = tc.iterations, math.ceil(tc.iterations / spe)
+        else:
+            self.max_steps, self.max_epochs = tc.epochs * spe, tc.epochs
+        self.optimizer = build_optimizer(cfg.optim, model.parameters())
+        self.scheduler, self.schedule_on = build_scheduler(
+            cfg.optim, self.optimizer, epochs=self.max_epochs, steps_per_epoch=spe)
+        self.loss_fn = make_loss(tc.loss, huber_delta=tc.huber_delta)
+        self.penalty = make_penalty(cfg.penalty, model)
+        self.uses_closure = cfg.optim.name in CLOSURE_OPTIMIZERS
+        self.has_val = data.x_val.shape[0] > 0
+        self.callbacks = list(callbacks)
+        self._batch_callbacks = [cb for cb in self.callbacks
+                                 if type(cb).on_batch_end is not Callback.on_batch_end]
+        self.state = TrainState()
+        self.step_in_epoch = 0  # > 0 only when a run was interrupted inside an epoch
+        self.epoch_losses: list[torch.Tensor] = []
+        self._interrupted = False
+
+    # ------------------------------------------------------------------ control
+
+    def notify(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every callback, in order (``on_train_end``: in reverse order,
+        so a checkpoint written at the end sees the state before early stopping restores)."""
+        order = reversed(self.callbacks) if hook == "on_train_end" else self.callbacks
+        for cb in order:
+            getattr(cb, hook)(self, *args)
+
+    def stop(self, reason: str, status: str = "early-stopped") -> None:
+        """Ask the loop to stop after the current epoch (or step, for divergence)."""
+        self.state.status, self.state.stop_reason = status, reason
+
+    @property
+    def stopping(self) -> bool:
+        return self.state.status != "running"
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # --------------------------------------------------------------------- loop
+
+    def fit(self) -> TrainState:
+        """Train until the epochs/iterations are done, a callback stops it, or Ctrl-C."""
+        self.state.status, self.state.stop_reason = "running", ""
+        self.notify("on_train_begin")
+        self._started = time.perf_counter() - self.state.elapsed
+        with _sigint_as_flag(self):
+            while (self.state.epoch < self.max_epochs and self.state.step < self.max_steps
+                   and not self.stopping):
+                self.notify("on_epoch_begin")
+                self._run_epoch()
+                self.state.elapsed = time.perf_counter() - self._started
+                if self._interrupted:
+                    self.stop("interrupted by the user (Ctrl-C)", "interrupted")
+                elif self.step_in_epoch == 0 and self.state.status != "diverged":
+                    self.notify("on_epoch_end", self.state.history[-1])
+        if self.state.status == "running":
+            self.state.status = "finished"
+        self.notify("on_train_end")
+        return self.state
+
+    def _run_epoch(self) -> None:
+        self.model.train()
+        check_each_step = self.device.type == "cpu"  # free on the CPU, a sync elsewhere
+        for idx in self.sampler.epoch(self.step_in_epoch):
+            xb = self.x_train if idx is None else self.x_train.index_select(0, idx)
+            yb = self.y_train if idx is None else self.y_train.index_select(0, idx)
+            loss = self._step(xb, yb)
+            self.epoch_losses.append(loss)
+            self.state.step += 1
+            self.step_in_epoch += 1
+            if self.schedule_on == "step":
+                self.scheduler.step()
+            if check_each_step and not math.isfinite(loss.item()):
+                return self._diverged()
+            for cb in self._batch_callbacks:
+                cb.on_batch_end(self)
+            if self._interrupted or self.state.step >= self.max_steps:
+                break
+        if self._interrupted and self.step_in_epoch < self.sampler.steps_per_epoch \
+                and self.state.step < self.max_steps:
+            return None  # stay inside the epoch; a checkpoint keeps the position
+        self._end_epoch()
+
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """One optimizer step; returns the data loss (without the penalty), detached."""
+        if self.uses_closure:
+            first: list[torch.Tensor] = []
+
+            def closure() -> torch.Tensor:
+                self.optimizer.zero_grad(set_to_none=True)
+                data_loss = self.loss_fn(self.model(xb), yb)
+                objective = data_loss + self.penalty() if self.penalty else data_loss
+                objective.backward()
+                if not first:
+                    first.append(data_loss.detach())
+                return objective
+
+            self.optimizer.step(closure)
+            return first[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        data_loss = self.loss_fn(self.model(xb), yb)
+        objective = data_loss + self.penalty() if self.penalty else data_loss
+        objective.backward()
+        self.optimizer.step()
+        return data_loss.detach()
+
+    def _end_epoch(self) -> None:
+        losses = torch.stack(self.epoch_losses)  # the one host read of this epoch's losses
+        train_loss = float(losses.mean())
+        if not math.isfinite(train_loss):
+            return self._diverged(losses)
+        logs: dict[str, float] = {"epoch": self.state.epoch + 1, "step": self.state.step,
+                                  "train_loss": train_loss, "lr": self.lr}
+        if self.has_val:
+            logs["val_loss"] = self.evaluate("val")
+        if self.schedule_on == "plateau":
+            self.scheduler.step(logs.get("val_loss", train_loss))
+        elif self.scheduler is not None and self.schedule_on == "epoch":
+            self.scheduler.step()
+        logs["time"] = time.perf_counter() - self._started
+        self.state.history.append(logs)
+        self.state.epoch += 1
+        self.epoch_losses, self.step_in_epoch = [], 0
+
+    def _diverged(self, losses: torch.Tensor | None = None) -> None:
+        losses = torch.stack(self.epoch_losses) if losses is None else losses
+        bad = int(torch.nonzero(~torch.isfinite(losses))[0])
+        step = self.state.step - len(losses) + bad + 1
+        value = float(losses[bad])
+        self.stop(
+            f"loss became {value} at epoch {self.state.epoch + 1}, step {step} "
+            f"(lr = {self.lr:g}); training stopped - try a smaller [optim] lr", "diverged")
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> float:
+        """The training loss (without penalty) on a whole split, in the model's units."""
+        x, y = self.data.split(split)
+        was_training = self.model.training
+        self.model.eval()
+        value = float(self.loss_fn(self.model(x), y))
+        self.model.train(was_training)
+        return value
+
+    # ---------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, RNGs, callbacks..."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "sampler": self.sampler.state_dict(),
+            "train_state": asdict(self.state),
+            "step_in_epoch": self.step_in_epoch,
+            "epoch_losses": torch.stack(self.epoch_losses) if self.epoch_losses else None,
+            "callbacks": {_cb_key(i, cb): cb.state_dict() for i, cb in enumerate(self.callbacks)},
+            "rng": capture_rng(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the next :meth:`fit` continues where it stopped."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.state = TrainState(**state["train_state"])
+        self.step_in_epoch = state["step_in_epoch"]
+        losses = state["epoch_losses"]
+        self.epoch_losses = [] if losses is None else list(losses.to(self.device).unbind(0))
+        if self.step_in_epoch > 0:
+            self.sampler.rewind_epoch()
+        for i, cb in enumerate(self.callbacks):
+            saved = state["callbacks"].get(_cb_key(i, cb))
+            if saved:
+                cb.load_state_dict(saved)
+        restore_rng(state["rng"])
+
+
+def _cb_key(i: int, cb: Callback) -> str:
+    return f"{i}:{type(cb).__name__}"
+
+
+def capture_rng() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA random states."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+@contextlib.contextmanager
+def _sigint_as_flag(trainer: Trainer):
+    """Turn Ctrl-C into a flag the loop checks after each step, so state stays consistent."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # second Ctrl-C: default behaviour (abort now)
+        trainer._interrupted = True
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
