@@ -12,6 +12,7 @@ trailer (magic + sha256 of the payload), so truncation and corruption are detect
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -91,33 +92,43 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 class CheckpointCallback(Callback):
     """Keeps ``last.ckpt`` (every ``every`` epochs, at the end and on Ctrl-C), the one before
-    it as ``prev.ckpt``, and ``best.ckpt`` (lowest validation loss, else training loss)."""
+    it as ``prev.ckpt``, and ``best.ckpt`` (lowest validation loss; only with validation data).
 
-    def __init__(self, folder: str | Path, cfg: Config, data_digest: str, *, every: int = 1) -> None:
+    The best state is snapshotted in memory when it improves and written with ``last.ckpt``,
+    so a run whose loss improves every epoch does not write two files per epoch.
+    """
+
+    def __init__(self, folder: str | Path, cfg: Config, data_digest: str, *,
+                 every: int = 1) -> None:
         self.folder, self.cfg, self.digest, self.every = Path(folder), cfg, data_digest, every
         self.best = float("inf")
+        self._best_state: dict[str, Any] | None = None
 
     def _state(self, trainer: Trainer) -> dict[str, Any]:
         return {**trainer.state_dict(), "config": self.cfg.to_dict(), "data_sha256": self.digest}
 
-    def write_last(self, trainer: Trainer) -> Path:
+    def write(self, trainer: Trainer) -> Path:
+        """Write ``last.ckpt`` now (the previous one becomes ``prev.ckpt``) and a pending best."""
         last, prev = self.folder / "last.ckpt", self.folder / "prev.ckpt"
         state = self._state(trainer)
         if last.exists():
             os.replace(last, prev)
-        return save_checkpoint(last, state)
+        save_checkpoint(last, state)
+        if self._best_state is not None:
+            save_checkpoint(self.folder / "best.ckpt", self._best_state)
+            self._best_state = None
+        return last
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
-        value = logs.get("val_loss", logs["train_loss"])
-        if value < self.best:
-            self.best = value
-            save_checkpoint(self.folder / "best.ckpt", self._state(trainer))
+        if "val_loss" in logs and logs["val_loss"] < self.best:
+            self.best = logs["val_loss"]
+            self._best_state = copy.deepcopy(self._state(trainer))
         if trainer.state.epoch % self.every == 0:
-            self.write_last(trainer)
+            self.write(trainer)
 
     def on_train_end(self, trainer: Trainer) -> None:
         if trainer.state.status != "diverged":
-            self.write_last(trainer)
+            self.write(trainer)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}
