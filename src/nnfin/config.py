@@ -241,9 +241,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         what = "is a directory" if p.is_dir() else "does not exist"
         raise ConfigError(f"config file {str(p)!r} {what}")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(p)!r}: TOML syntax error: {exc}") from None
+        msg = str(exc).replace("at end of document", f"at end of document, line {text.count(chr(10)) + 1}")
+        raise ConfigError(f"config file {str(p)!r}: TOML syntax error: {msg}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(p)!r} cannot be read: {exc}") from None
 

@@ -73,8 +73,8 @@ def load_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, list[str], lis
 
 def _split_indices(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(fractions[1] * n))
-    n_test = int(round(fractions[2] * n))
+    n_val = round(fractions[1] * n)
+    n_test = round(fractions[2] * n)
     n_train = n - n_val - n_test
     return [np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_val]),
             np.sort(perm[n_train + n_val:])]

@@ -56,10 +56,7 @@ def sample_function(
     if not lo < hi:
         raise ConfigError(f"[data] low = {lo!r} must be below high = {hi!r}")
     rng = np.random.default_rng(seed)
-    if sampling == "grid":
-        x = np.linspace(lo, hi, n)
-    else:
-        x = np.sort(rng.uniform(lo, hi, n))
+    x = np.linspace(lo, hi, n) if sampling == "grid" else np.sort(rng.uniform(lo, hi, n))
     y = fn(x)
     if noise > 0:
         y = y + rng.normal(0.0, noise, size=n)

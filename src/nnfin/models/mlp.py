@@ -80,7 +80,9 @@ class MLPLow(nn.Module):
         widths = [in_dim, *self.neurons, out_dim]
         self.n_layers = len(widths) - 1
         for k in range(self.n_layers):
-            w = nn.Parameter(torch.empty(widths[k], widths[k + 1]))  # (in, out) as on the slides
+            # (in, out) as on the slides, stored in nn.Linear's (out, in) memory layout so that
+            # both builds run the same kernels and give bit-identical results
+            w = nn.Parameter(torch.empty(widths[k + 1], widths[k]).T)
             b = nn.Parameter(torch.zeros(widths[k + 1]))
             init_layer(w.data.T, b.data, init, activation)
             self.register_parameter(f"w{k + 1}", w)
