@@ -50,27 +50,27 @@ _BINOPS: dict[type, tuple[str, Callable[[Any, Any], Any]]] = {
     ast.MatMult: ("@", lambda a, b: a @ b),
 }
 _NODE_WORDS: dict[type, str] = {
-    ast.Attribute: "attribute access",
-    ast.Subscript: "subscripts",
-    ast.Lambda: "lambda",
-    ast.ListComp: "comprehensions",
-    ast.SetComp: "comprehensions",
-    ast.DictComp: "comprehensions",
-    ast.GeneratorExp: "comprehensions",
-    ast.Compare: "comparisons",
-    ast.BoolOp: "'and'/'or'",
-    ast.IfExp: "'if'/'else'",
-    ast.NamedExpr: "':='",
-    ast.Starred: "'*' unpacking",
-    ast.List: "lists",
-    ast.Tuple: "tuples",
-    ast.Set: "sets",
-    ast.Dict: "dicts",
-    ast.JoinedStr: "f-strings",
-    ast.Await: "'await'",
-    ast.Yield: "'yield'",
-    ast.YieldFrom: "'yield'",
-    ast.Slice: "slices",
+    ast.Attribute: "attribute access is",
+    ast.Subscript: "subscripts are",
+    ast.Lambda: "lambda is",
+    ast.ListComp: "comprehensions are",
+    ast.SetComp: "comprehensions are",
+    ast.DictComp: "comprehensions are",
+    ast.GeneratorExp: "comprehensions are",
+    ast.Compare: "comparisons are",
+    ast.BoolOp: "'and'/'or' are",
+    ast.IfExp: "'if'/'else' is",
+    ast.NamedExpr: "':=' is",
+    ast.Starred: "'*' unpacking is",
+    ast.List: "lists are",
+    ast.Tuple: "tuples are",
+    ast.Set: "sets are",
+    ast.Dict: "dicts are",
+    ast.JoinedStr: "f-strings are",
+    ast.Await: "'await' is",
+    ast.Yield: "'yield' is",
+    ast.YieldFrom: "'yield' is",
+    ast.Slice: "slices are",
 }
 
 
@@ -166,6 +166,9 @@ def _check_node(node: ast.AST, field_name: str, text: str, variables: Mapping[st
             raise refuse("only unary '-' and '+' are allowed")
         _check_node(node.operand, field_name, text, variables)
     elif isinstance(node, ast.Call):
+        if isinstance(node.func, ast.Attribute):
+            hint = f"; write {node.func.attr}(...)" if node.func.attr in FUNCTIONS else ""
+            raise _refuse(node.func, field_name, text, f"attribute access is not allowed{hint}")
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             fname = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
             raise refuse(f"function {_one_line(fname, 30)!r} is not allowed; "
@@ -174,7 +177,7 @@ def _check_node(node: ast.AST, field_name: str, text: str, variables: Mapping[st
             raise refuse(f"{node.func.id}() takes exactly one argument")
         _check_node(node.args[0], field_name, text, variables)
     else:
-        what = _NODE_WORDS.get(type(node), f"{type(node).__name__} expressions")
+        what = _NODE_WORDS.get(type(node), f"{type(node).__name__} expressions are")
         raise refuse(f"{what} not allowed")
 
 

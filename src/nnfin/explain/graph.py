@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +127,17 @@ def _draw_matplotlib(tr: Trace, path: Path, fmt: str, max_nodes: int) -> None:
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_axis_off()
     pos: dict[str, tuple[float, float]] = {}
-    for d, keys in rows.items():
+    parents: dict[str, list[str]] = {}
+    for a, b, _ in pic.edges:
+        parents.setdefault(b, []).append(a)
+    for d in sorted(rows):
+        keys = rows[d]
+
+        def under_parents(key: str) -> float:
+            xs = [pos[p][0] for p in parents.get(key, []) if p in pos]
+            return sum(xs) / len(xs) if xs else 0.5
+
+        keys.sort(key=under_parents)  # stable: ties keep the walk's order
         for i, key in enumerate(keys):
             pos[key] = ((i + 0.5) / len(keys), 1.0 - (d + 0.5) / len(rows))
     for a, b, label in pic.edges:
@@ -165,7 +174,13 @@ def _draw_dot(dot: str, source: str, path: Path, fmt: str) -> str | None:
 
 
 def check_out_path(path: Path, force: bool = False, option: str = "--out") -> Path:
-    """Check the picture's suffix, folder and (without ``force``) that it does not exist."""
+    """Check the picture's suffix, folder and (without ``force``) that it does not exist.
+
+    >>> check_out_path(Path("graph.jpg"))
+    Traceback (most recent call last):
+    ...
+    nnfin.errors.ConfigError: --out 'graph.jpg': the suffix must be one of .png, .svg, .dot
+    """
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"{option} {str(path)!r}: the suffix must be one of "
@@ -192,6 +207,10 @@ def write_graph(
 
     ``renderer``: ``"auto"`` (Graphviz ``dot`` if on PATH, else matplotlib), ``"dot"`` or
     ``"matplotlib"``. Without ``force`` an existing file raises a ConfigError.
+
+    >>> from nnfin.explain import lecture_example
+    >>> write_graph(lecture_example().trace, "graph.svg")  # doctest: +SKIP
+    'dot'
     """
     if renderer not in RENDERERS:
         from nnfin.errors import one_of
@@ -199,10 +218,7 @@ def write_graph(
         raise ConfigError(f"--renderer {renderer!r}: {one_of(renderer, RENDERERS)}")
     path = check_out_path(Path(path), force)
     fmt = path.suffix.lower().lstrip(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=".explain-", suffix=path.suffix,
-                                    dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         used = renderer
         if fmt == "dot":

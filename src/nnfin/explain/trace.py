@@ -149,6 +149,28 @@ def _fill_missing(node: Any, k: int) -> torch.Tensor | None:
     return torch.zeros(tuple(m.shape), dtype=m.dtype, device=m.device)
 
 
+def _conform(grad: torch.Tensor | None, node: Any, input_nr: int) -> torch.Tensor | None:
+    """Reduce a broadcast gradient to the shape (and dtype) the receiving node expects.
+
+    The autograd engine does the same between nodes: ``AddmmBackward0`` hands a bias of
+    shape (3,) a gradient of shape (1, 3), which is summed over the broadcast dimension.
+    """
+    meta = getattr(node, "_input_metadata", None)
+    if grad is None or meta is None or input_nr >= len(meta):
+        return grad
+    shape, dtype = tuple(meta[input_nr].shape), meta[input_nr].dtype
+    if tuple(grad.shape) != shape:
+        try:
+            grad = grad.sum_to_size(shape)
+        except RuntimeError:
+            if grad.numel() != math.prod(shape):
+                raise
+            grad = grad.reshape(shape)
+    if grad.dtype != dtype and grad.is_floating_point():
+        grad = grad.to(dtype)
+    return grad
+
+
 def _call(node: Any, grads: list[torch.Tensor | None], name: str) -> tuple[Any, ...]:
     with torch.no_grad():
         try:
@@ -283,6 +305,7 @@ def trace(
                 if nxt is None:
                     produced.append((_NO_GRAD, g, None))
                     continue
+                g = _conform(g, nxt, input_nr)
                 produced.append((label(nxt), g, nxt))
                 buf = pending.setdefault(id(nxt), [])
                 buf.extend([None] * (input_nr + 1 - len(buf)))
