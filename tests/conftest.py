@@ -7,6 +7,13 @@ import os
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Tests run in parallel workers (pytest -n 2): one intra-op thread each avoids OpenMP
+# oversubscription, which makes small-network training orders of magnitude slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch
+
+torch.set_num_threads(1)
 
 FAST = ["train.epochs=3", "data.n=300", "train.progress=false", "train.device=cpu"]
 
