@@ -8,7 +8,7 @@ from conftest import FAST, assert_one_line_error
 
 def test_fit_writes_the_run_folder(cli, tmp_path):
     out = tmp_path / "run"
-    res = cli("fit", "--quiet", "-o", str(out), *sum((["--set", o] for o in FAST), []))
+    res = cli("fit", "--quiet", "-o", str(out), *[a for o in FAST for a in ("--set", o)])
     assert res.code == 0, res.err
     for name in ("config.toml", "metrics.json", "history.csv", "model.safetensors", "model.json",
                  "gradients.safetensors", "plots/fit.png", "plots/loss.png",
