@@ -26,12 +26,14 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def _register() -> None:
     """Attach the commands; each lives in its own module under ``nnfin.commands``."""
+    from nnfin.commands import data as data_cmd
     from nnfin.commands import explain as explain_cmd
     from nnfin.commands import fit as fit_cmd
 
     app.command("fit")(fit_cmd.fit)
     app.command("inspect")(fit_cmd.inspect)
     app.command("explain")(explain_cmd.explain)
+    app.command("data")(data_cmd.data)
 
 
 def main(argv: list[str] | None = None) -> None:

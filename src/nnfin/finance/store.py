@@ -1,0 +1,104 @@
+"""Write and read generated datasets; Parquet keeps the generator's metadata.
+
+The metadata dict is stored as JSON under the key ``nnfin`` of the Parquet schema
+metadata (next to pandas' own key). CSV files hold the columns only: no metadata.
+
+>>> import tempfile, pathlib
+>>> from nnfin.finance.datasets import generate
+>>> df, meta = generate("black-scholes", n=5, seed=0)
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "bs.parquet"
+>>> _ = write_dataset(df, meta, path)
+>>> df2, meta2 = read_dataset(path)
+>>> meta2 == meta, df2.equals(df)
+(True, True)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nnfin.errors import DataError
+
+META_KEY = b"nnfin"
+SUFFIXES: tuple[str, ...] = (".parquet", ".pq", ".csv")
+
+
+def _suffix(path: Path, field: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(
+            f"{field} = {str(path)!r}: unsupported file type {suffix or '(none)'!r}; "
+            "use .parquet (keeps metadata) or .csv"
+        )
+    return suffix
+
+
+def check_out_path(path: str | Path, *, force: bool = False, field: str = "out") -> Path:
+    """Check that ``path`` can be written (suffix, folder, no file there unless ``force``)."""
+    p = Path(path)
+    _suffix(p, field)
+    if p.exists() and not p.is_file():
+        raise DataError(f"{field} = {str(p)!r} exists and is not a file")
+    if p.exists() and not force:
+        raise DataError(f"{field} = {str(p)!r} already exists; pass --force to overwrite it")
+    if not p.parent.exists():
+        raise DataError(f"{field} = {str(p)!r}: folder {str(p.parent)!r} does not exist")
+    return p
+
+
+def write_dataset(
+    frame: pd.DataFrame,
+    meta: Mapping[str, Any],
+    path: str | Path,
+    *,
+    force: bool = False,
+    field: str = "out",
+) -> Path:
+    """Write ``frame`` to ``.parquet`` (with ``meta``) or ``.csv`` (without); returns the path.
+
+    Refuses to replace an existing file unless ``force=True``.
+    """
+    p = check_out_path(path, force=force, field=field)
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame.to_csv(p, index=False, float_format="%.17g")
+        else:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            schema_meta = dict(table.schema.metadata or {})
+            schema_meta[META_KEY] = json.dumps(dict(meta), sort_keys=True).encode()
+            pq.write_table(table.replace_schema_metadata(schema_meta), p)
+    except OSError as exc:
+        raise DataError(f"{field} = {str(p)!r} cannot be written: {exc.strerror or exc}") from None
+    return p
+
+
+def read_dataset(path: str | Path, *, field: str = "path") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read a dataset written by :func:`write_dataset`: ``(frame, meta)``.
+
+    ``meta`` is ``{}`` for CSV files and for Parquet files written by other tools.
+    """
+    p = Path(path)
+    suffix = _suffix(p, field)
+    if not p.is_file():
+        raise DataError(f"{field} = {str(p)!r}: file does not exist")
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(p), {}
+        table = pq.read_table(p)
+    except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{field} = {str(p)!r} cannot be read: {reason}") from None
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    try:
+        meta = json.loads(raw) if raw else {}
+    except ValueError:
+        raise DataError(f"{field} = {str(p)!r}: its nnfin metadata is not valid JSON") from None
+    return table.to_pandas(), meta
