@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from nnfin.api import fit
 from nnfin.config import Config, load_config
+from nnfin.resume import resume
 from nnfin.runs import Run, load_run
 
-__all__ = ["Config", "Run", "__version__", "fit", "load_config", "load_run"]
+__all__ = ["Config", "Run", "__version__", "fit", "load_config", "load_run", "resume"]

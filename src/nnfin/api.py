@@ -44,13 +44,28 @@ def fit(config: Config | dict | str | Path | None = None, *, overrides: Sequence
     ``"section.key=value"`` strings, as ``--set`` on the command line.
     """
     cfg = load_config(config, overrides)
+    trainer, run_dir = build_trainer(cfg, write=write, callbacks=callbacks, progress=progress,
+                                     console=console)
+    trainer.fit()
+    return finish_run(trainer, run_dir)
+
+
+def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = None,
+                  callbacks: Sequence[Callback] = (), progress: bool = False,
+                  console: Any = None) -> tuple[Trainer, Path | None]:
+    """Seed, build data and model on the device, create the run folder and the callbacks.
+
+    Used by :func:`fit` and by resume, so a resumed run is rebuilt exactly as it was built.
+    """
     device = resolve_device(cfg.train.device, cfg.train.dtype)
     seed_everything(cfg.train.seed)
     data = build_data(cfg.data, device=device, dtype=cfg.train.dtype)
     torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
     model = build_model(cfg.model, in_dim=data.in_dim, out_dim=data.out_dim)
     model = model.to(device=device, dtype=getattr(torch, cfg.train.dtype))
-    run_dir = new_run_dir(cfg) if write else None
+    if write and run_dir is None:
+        run_dir = new_run_dir(cfg)
+        (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
 
     cbs: list[Callback] = []
     if progress and cfg.train.progress:
@@ -65,9 +80,7 @@ def fit(config: Config | dict | str | Path | None = None, *, overrides: Sequence
 
         cbs.append(CheckpointCallback(run_dir / "checkpoints", cfg, data.digest,
                                       every=cfg.run.checkpoint_every))
-    trainer = Trainer(model, data, cfg, callbacks=[*cbs, *callbacks])
-    trainer.fit()
-    return finish_run(trainer, run_dir)
+    return Trainer(model, data, cfg, callbacks=[*cbs, *callbacks]), run_dir
 
 
 def finish_run(trainer: Trainer, run_dir: Path | None) -> Run:

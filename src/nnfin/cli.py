@@ -32,6 +32,7 @@ def _register() -> None:
 
     app.command("fit")(fit_cmd.fit)
     app.command("inspect")(fit_cmd.inspect)
+    app.command("resume")(fit_cmd.resume)
     app.command("explain")(explain_cmd.explain)
     app.command("data")(data_cmd.data)
 

@@ -54,6 +54,27 @@ def fit(
     report(run)
 
 
+def resume(
+    run_dir: Path = typer.Argument(..., help="Run folder to continue."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="New total number of epochs."),
+    iterations: int | None = typer.Option(None, "--iterations", min=1, help="New total steps."),
+    set_: list[str] | None = SetOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Continue a run from its last checkpoint (exactly where it stopped)."""
+    import warnings
+
+    from nnfin.resume import resume as api_resume
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = api_resume(run_dir, epochs=epochs, iterations=iterations, overrides=list(set_ or []),
+                         progress=not quiet, console=console)
+    for w in caught:
+        console.print(f"[yellow]note:[/yellow] {escape(str(w.message))}")
+    report(run)
+
+
 def report(run) -> None:
     """Print the result of a fit and exit 1 (diverged) or 130 (interrupted) when needed."""
     m = run.metrics

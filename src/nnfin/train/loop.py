@@ -123,10 +123,10 @@ class Trainer:
                 self.notify("on_epoch_begin")
                 self._run_epoch()
                 self.state.elapsed = time.perf_counter() - self._started
+                if self.step_in_epoch == 0 and self.state.status != "diverged":
+                    self.notify("on_epoch_end", self.state.history[-1])  # the epoch completed
                 if self._interrupted:
                     self.stop("interrupted by the user (Ctrl-C)", "interrupted")
-                elif self.step_in_epoch == 0 and self.state.status != "diverged":
-                    self.notify("on_epoch_end", self.state.history[-1])
         if self.state.status == "running":
             self.state.status = "finished"
         self.notify("on_train_end")
@@ -161,7 +161,7 @@ class Trainer:
             first: list[torch.Tensor] = []
 
             def closure() -> torch.Tensor:
-                self.optimizer.zero_grad(set_to_none=True)
+                self._clear_grads()
                 data_loss = self.loss_fn(self.model(xb), yb)
                 objective = data_loss + self.penalty() if self.penalty else data_loss
                 objective.backward()
@@ -171,12 +171,18 @@ class Trainer:
 
             self.optimizer.step(closure)
             return first[0]
-        self.optimizer.zero_grad(set_to_none=True)
+        self._clear_grads()
         data_loss = self.loss_fn(self.model(xb), yb)
         objective = data_loss + self.penalty() if self.penalty else data_loss
         objective.backward()
         self.optimizer.step()
         return data_loss.detach()
+
+    def _clear_grads(self) -> None:
+        """``optimizer.zero_grad(set_to_none=True)``, minus its profiler scope (~6 us a step)."""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
 
     def _end_epoch(self) -> None:
         losses = torch.stack(self.epoch_losses)  # the one host read of this epoch's losses
@@ -227,7 +233,7 @@ class Trainer:
             "train_state": asdict(self.state),
             "step_in_epoch": self.step_in_epoch,
             "epoch_losses": torch.stack(self.epoch_losses) if self.epoch_losses else None,
-            "callbacks": {_cb_key(i, cb): cb.state_dict() for i, cb in enumerate(self.callbacks)},
+            "callbacks": {key: cb.state_dict() for key, cb in _keyed(self.callbacks)},
             "rng": capture_rng(),
         }
 
@@ -244,15 +250,22 @@ class Trainer:
         self.epoch_losses = [] if losses is None else list(losses.to(self.device).unbind(0))
         if self.step_in_epoch > 0:
             self.sampler.rewind_epoch()
-        for i, cb in enumerate(self.callbacks):
-            saved = state["callbacks"].get(_cb_key(i, cb))
+        for key, cb in _keyed(self.callbacks):
+            saved = state["callbacks"].get(key)
             if saved:
                 cb.load_state_dict(saved)
         restore_rng(state["rng"])
 
 
-def _cb_key(i: int, cb: Callback) -> str:
-    return f"{i}:{type(cb).__name__}"
+def _keyed(callbacks: list[Callback]) -> list[tuple[str, Callback]]:
+    """``("EarlyStopping#0", cb)``...: keys that survive adding or removing a progress bar."""
+    seen: dict[str, int] = {}
+    out = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        out.append((f"{name}#{seen.get(name, 0)}", cb))
+        seen[name] = seen.get(name, 0) + 1
+    return out
 
 
 def capture_rng() -> dict[str, Any]:

@@ -1,0 +1,116 @@
+"""Continue a run from its checkpoint, exactly: ``nnfin.resume(run_dir)``.
+
+The run is rebuilt from the checkpoint's own resolved config (data, model, optimizer,
+callbacks), the data are checked against the checkpoint's sha256, and the full training state
+- weights, optimizer, scheduler, sampler and RNG states, callbacks, history - is restored. On
+the CPU, a run interrupted at any epoch or step and resumed ends with the same weights, bit for
+bit, as the run left alone.
+
+>>> run = resume("runs/my-run", epochs=400)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nnfin.api import build_trainer, finish_run
+from nnfin.config import Config, load_config, validate
+from nnfin.errors import ConfigError, DataError, FileFormatError
+from nnfin.runs import Run
+from nnfin.train.callbacks import Callback
+from nnfin.train.checkpoint import load_checkpoint
+
+# keys a resumed run may change; everything else must match the run's config
+RESUMABLE_KEYS = {"train.epochs", "train.iterations", "train.progress", "run.checkpoint_every",
+                  "run.plots"}
+
+
+class ResumeWarning(UserWarning):
+    """A checkpoint was unusable and an older one was used instead."""
+
+
+def find_checkpoint(run_dir: Path) -> tuple[dict[str, Any], Path, list[str]]:
+    """Load ``last.ckpt``, falling back to ``prev.ckpt``; returns state, path and notes."""
+    folder = run_dir / "checkpoints"
+    notes: list[str] = []
+    for name in ("last.ckpt", "prev.ckpt"):
+        path = folder / name
+        if not path.exists():
+            continue
+        try:
+            state = load_checkpoint(path)
+        except FileFormatError as exc:
+            notes.append(f"{exc}; falling back to the previous checkpoint")
+            continue
+        return state, path, notes
+    if notes:
+        raise FileFormatError(f"no usable checkpoint in {str(folder)!r}: " + "; ".join(notes))
+    raise FileFormatError(f"run {str(run_dir)!r} has no checkpoint to resume from "
+                          f"({str(folder / 'last.ckpt')!r} does not exist)")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "options" and prefix.count(".") < 1:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _merge(saved: Config, overrides: Sequence[str]) -> Config:
+    """Apply ``overrides`` to the saved config, refusing changes that would break the run."""
+    cfg = load_config(saved, overrides)
+    old, new = _flatten(saved.to_dict()), _flatten(cfg.to_dict())
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key) and key not in RESUMABLE_KEYS:
+            raise ConfigError(f"cannot change {key} when resuming (the run has {old.get(key)!r}, "
+                              f"got {new.get(key)!r}); start a new run with nnfin fit instead")
+    return cfg
+
+
+def resume(run_dir: str | Path, *, epochs: int | None = None, iterations: int | None = None,
+           overrides: Sequence[str] = (), callbacks: Sequence[Callback] = (),
+           progress: bool = False, console: Any = None) -> Run:
+    """Continue the run in ``run_dir`` from its last good checkpoint.
+
+    ``epochs``/``iterations`` set a new total length (e.g. to extend a finished run).
+    Resuming with other data or an incompatible config is refused with a message that names
+    the difference. Notes about unusable checkpoints are issued as :class:`ResumeWarning`.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileFormatError(f"run folder {str(run_dir)!r} does not exist")
+    state, path, notes = find_checkpoint(run_dir)
+    for note in notes:
+        warnings.warn(note, ResumeWarning, stacklevel=2)
+    cfg = _merge(validate(state["config"]), overrides)
+    if epochs is not None or iterations is not None:
+        raw = cfg.to_dict()
+        if epochs is not None:
+            raw["train"].pop("iterations", None)
+            raw["train"]["epochs"] = epochs
+        if iterations is not None:
+            raw["train"]["iterations"] = iterations
+        cfg = validate(raw)
+    trainer, _ = build_trainer(cfg, write=True, run_dir=run_dir, callbacks=callbacks,
+                               progress=progress, console=console)
+    if trainer.data.digest != state["data_sha256"]:
+        source = f"[data] path = {cfg.data.path!r}" if cfg.data.kind == "file" else \
+            f"[data] kind = {cfg.data.kind!r}"
+        raise DataError(f"the data differ from those the run in {str(run_dir)!r} was trained on "
+                        f"({source}: sha256 {trainer.data.digest[:12]}... != "
+                        f"{state['data_sha256'][:12]}...); resume needs the same data")
+    trainer.load_state_dict(state)
+    done = trainer.state.epoch >= trainer.max_epochs or trainer.state.step >= trainer.max_steps
+    if done or (trainer.state.status == "early-stopped" and epochs is None and iterations is None):
+        raise ConfigError(f"run {str(run_dir)!r} already ended ({trainer.state.status} after "
+                          f"{trainer.state.epoch} epochs, {trainer.state.step} steps); "
+                          "pass --epochs N with a larger N to train further")
+    trainer.fit()
+    return finish_run(trainer, run_dir)
