@@ -116,7 +116,7 @@ def test_truncated_checkpoints_everywhere_is_an_error(tmp_path):
     for name in ("last.ckpt", "prev.ckpt"):
         path = tmp_path / "r" / "checkpoints" / name
         path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(FileFormatError, match="no usable checkpoint.*truncated"):
+    with pytest.raises(FileFormatError, match=r"no usable checkpoint.*truncated"):
         nnfin.resume(tmp_path / "r", epochs=5)
 
 

@@ -86,7 +86,7 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, iterations: int | 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileFormatError(f"run folder {str(run_dir)!r} does not exist")
-    state, path, notes = find_checkpoint(run_dir)
+    state, _, notes = find_checkpoint(run_dir)
     for note in notes:
         warnings.warn(note, ResumeWarning, stacklevel=2)
     cfg = _merge(validate(state["config"]), overrides)
