@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 from nnfin.config import Config, load_config
 from nnfin.data import Data, build_data
 from nnfin.device import resolve_device
+from nnfin.errors import NNFinError
 from nnfin.io import save_model, versions
 from nnfin.metrics import regression_metrics
 from nnfin.models import Polynomial, build_model
@@ -63,9 +65,22 @@ def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = Non
     torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
     model = build_model(cfg.model, in_dim=data.in_dim, out_dim=data.out_dim)
     model = model.to(device=device, dtype=getattr(torch, cfg.train.dtype))
-    if write and run_dir is None:
+    created = write and run_dir is None
+    if created:
         run_dir = new_run_dir(cfg)
         (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+    try:
+        trainer = Trainer(model, data, cfg, callbacks=_callbacks(cfg, data.digest, run_dir, progress,
+                                                                 console, callbacks))
+    except NNFinError:
+        if created:  # a config the trainer refuses leaves no half-made run folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return trainer, run_dir
+
+
+def _callbacks(cfg: Config, digest: str, run_dir: Path | None, progress: bool, console: Any,
+               extra: Sequence[Callback]) -> list[Callback]:
 
     cbs: list[Callback] = []
     if progress and cfg.train.progress:
@@ -78,9 +93,9 @@ def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = Non
     if run_dir is not None:
         from nnfin.train.checkpoint import CheckpointCallback
 
-        cbs.append(CheckpointCallback(run_dir / "checkpoints", cfg, data.digest,
+        cbs.append(CheckpointCallback(run_dir / "checkpoints", cfg, digest,
                                       every=cfg.run.checkpoint_every))
-    return Trainer(model, data, cfg, callbacks=[*cbs, *callbacks]), run_dir
+    return [*cbs, *extra]
 
 
 def finish_run(trainer: Trainer, run_dir: Path | None) -> Run:

@@ -20,7 +20,7 @@ from nnfin.data.functions import sample_function
 from nnfin.data.scaling import Standardizer
 from nnfin.errors import ConfigError, DataError
 
-__all__ = ["Data", "Standardizer", "build_data", "load_arrays"]
+__all__ = ["Data", "Standardizer", "build_data", "data_from_indices", "load_arrays"]
 
 
 @dataclass
@@ -100,6 +100,24 @@ def build_data(
     idx_train, idx_val, idx_test = _split_indices(n, cfg.split, cfg.seed)
     if len(idx_train) < 2:
         raise DataError(f"[data] split = {cfg.split!r} leaves {len(idx_train)} training rows of {n}")
+    return data_from_indices(x, y, idx_train, idx_val, idx_test, features=features, targets=targets,
+                             scale=cfg.scale, device=device, dtype=dtype)
+
+
+def data_from_indices(
+    x: np.ndarray, y: np.ndarray, idx_train: np.ndarray, idx_val: np.ndarray, idx_test: np.ndarray,
+    *, features: list[str], targets: list[str], scale: bool = True,
+    device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+) -> Data:
+    """A :class:`Data` from raw float64 arrays and row indices (used by the split, by K-fold
+    cross-validation and by the scikit-learn estimator). Scaling is fitted on ``idx_train``.
+
+    >>> x = np.linspace(0, 1, 10).reshape(-1, 1)
+    >>> d = data_from_indices(x, x**2, np.arange(8), np.arange(8, 10), np.arange(0),
+    ...                       features=["x"], targets=["y"])
+    >>> d.x_train.shape, d.x_val.shape, d.x_test.shape
+    (torch.Size([8, 1]), torch.Size([2, 1]), torch.Size([0, 1]))
+    """
     tdtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
     def t(a: np.ndarray) -> torch.Tensor:
@@ -107,9 +125,9 @@ def build_data(
 
     data = Data(
         t(x[idx_train]), t(y[idx_train]), t(x[idx_val]), t(y[idx_val]),
-        t(x[idx_test]), t(y[idx_test]), features, targets, None, digest_arrays(x, y),
+        t(x[idx_test]), t(y[idx_test]), list(features), list(targets), None, digest_arrays(x, y),
     )
-    if cfg.scale:
+    if scale:
         data.scaler = Standardizer.fit(
             torch.as_tensor(x[idx_train]), torch.as_tensor(y[idx_train])
         )
