@@ -11,6 +11,7 @@ bit, as the run left alone.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +75,15 @@ def _merge(saved: Config, overrides: Sequence[str]) -> Config:
     return cfg
 
 
+def _folder_complete(run_dir: Path, steps: int) -> bool:
+    """Whether ``metrics.json`` and the model describe the run as of ``steps``."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return metrics.get("steps") == steps and (run_dir / "model.json").exists()
+
+
 def resume(run_dir: str | Path, *, epochs: int | None = None, iterations: int | None = None,
            overrides: Sequence[str] = (), callbacks: Sequence[Callback] = (),
            progress: bool = False, console: Any = None) -> Run:
@@ -108,7 +118,12 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, iterations: int | 
                         f"{state['data_sha256'][:12]}...); resume needs the same data")
     trainer.load_state_dict(state)
     done = trainer.state.epoch >= trainer.max_epochs or trainer.state.step >= trainer.max_steps
-    if done or (trainer.state.status == "early-stopped" and epochs is None and iterations is None):
+    ended = done or (trainer.state.status == "early-stopped" and epochs is None and iterations is None)
+    if ended and not _folder_complete(run_dir, trainer.state.step):
+        # killed after the final checkpoint but before the run folder was written: finish it
+        trainer.notify("on_train_end")
+        return finish_run(trainer, run_dir)
+    if ended:
         raise ConfigError(f"run {str(run_dir)!r} already ended ({trainer.state.status} after "
                           f"{trainer.state.epoch} epochs, {trainer.state.step} steps); "
                           "pass --epochs N with a larger N to train further")
