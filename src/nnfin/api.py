@@ -85,6 +85,10 @@ def _callbacks(cfg: Config, digest: str, run_dir: Path | None, progress: bool, c
     cbs: list[Callback] = []
     if progress and cfg.train.progress:
         cbs.append(ProgressBar(console))
+    if cfg.train.tensorboard and run_dir is not None:  # before early stopping: its on_train_end
+        from nnfin.train.tensorboard import TensorBoardCallback  # runs after the best is restored
+
+        cbs.append(TensorBoardCallback(run_dir / "tensorboard", every=cfg.train.tensorboard_every))
     es = cfg.early_stopping
     if es.enabled:
         cbs.append(EarlyStopping(es.monitor, patience=es.patience, min_delta=es.min_delta,

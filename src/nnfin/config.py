@@ -144,6 +144,8 @@ class TrainConfig(Section):
     dtype: Literal["float32", "float64"] = Field("float32", description="tensor precision")
     seed: int = Field(0, description="seed for initialisation and batch order")
     progress: bool = Field(True, description="show a progress bar")
+    tensorboard: bool = Field(False, description="write TensorBoard logs into <run>/tensorboard")
+    tensorboard_every: int = Field(10, ge=1, description="epochs between weight/gradient histograms")
 
     @field_validator("device")
     @classmethod

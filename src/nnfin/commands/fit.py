@@ -41,6 +41,8 @@ def fit(
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
     run_dir: str | None = typer.Option(None, "--run-dir", "-o", help="Run folder to create."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    tensorboard: bool = typer.Option(False, "--tensorboard",
+                                     help="Write TensorBoard logs into <run>/tensorboard."),
 ) -> None:
     """Train a model and write a run folder (config, metrics, history, weights, plots)."""
     from nnfin.api import fit as api_fit
@@ -48,6 +50,8 @@ def fit(
     overrides = list(set_ or [])
     if device:
         overrides.append(f"train.device={device}")
+    if tensorboard:
+        overrides.append("train.tensorboard=true")
     if run_dir:
         overrides.append(f"run.dir={run_dir}")
     run = api_fit(config, overrides=overrides, progress=not quiet, console=console)
@@ -97,6 +101,8 @@ def report(run) -> None:
         plots = sorted(str(p) for p in (Path(run.dir) / "plots").glob("*.png"))
         if plots:
             console.print("plots: " + ", ".join(plots))
+        if (Path(run.dir) / "tensorboard").is_dir():
+            console.print(f"tensorboard: tensorboard --logdir {Path(run.dir) / 'tensorboard'}")
     if m["status"] == "interrupted":
         console.print(f"interrupted; continue with: nnfin resume {run.dir}")
         raise typer.Exit(130)
