@@ -205,3 +205,10 @@ def test_fit_returns_run_with_predict_in_data_units(tmp_path):
     assert pred.shape == (50, 1)
     assert abs(pred[:, 0] - torch.cos(x).numpy()).max() < 0.1
     assert list(run.history.columns[:4]) == ["epoch", "step", "train_loss", "lr"]
+
+
+@pytest.mark.parametrize("name", ["gd", "sgd", "rmsprop"])
+def test_onecycle_with_optimizers_without_momentum(name):
+    """Regression: OneCycleLR must not cycle momentum an optimizer does not have."""
+    t = make_trainer([f"optim.name={name}", "optim.schedule=onecycle", "train.epochs=2", "data.n=200"])
+    assert t.fit().status == "finished"

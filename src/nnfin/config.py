@@ -55,6 +55,10 @@ class DataConfig(Section):
     options: dict[str, Any] = Field(
         default_factory=dict, description="extra options for generated finance datasets"
     )
+    derivatives: dict[str, str] = Field(
+        default_factory=dict,
+        description="differential training: feature -> column with dy/dfeature ('-col' negates)",
+    )
 
     @field_validator("split")
     @classmethod
@@ -143,6 +147,8 @@ class TrainConfig(Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     dtype: Literal["float32", "float64"] = Field("float32", description="tensor precision")
     seed: int = Field(0, description="seed for initialisation and batch order")
+    derivative_weight: float = Field(
+        1.0, ge=0.0, description="weight of the derivative loss when [data] derivatives is set")
     progress: bool = Field(True, description="show a progress bar")
     tensorboard: bool = Field(False, description="write TensorBoard logs into <run>/tensorboard")
     tensorboard_every: int = Field(10, ge=1, description="epochs between weight/gradient histograms")

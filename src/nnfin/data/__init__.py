@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nnfin.config import BUILTIN_TARGETS, DataConfig
-from nnfin.data.files import read_table
-from nnfin.data.functions import sample_function
+from nnfin.config import DataConfig
+from nnfin.data.derivatives import derivative_feature_index, load_all
 from nnfin.data.scaling import Standardizer
-from nnfin.errors import ConfigError, DataError
+from nnfin.errors import DataError
 
 __all__ = ["Data", "Standardizer", "build_data", "data_from_indices", "load_arrays"]
 
@@ -38,6 +37,9 @@ class Data:
     scaler: Standardizer | None
     digest: str  # sha256 of the raw arrays: resume refuses other data
     scaled: dict[str, torch.Tensor] = field(default_factory=dict)
+    # differential training: scaled dy/dx targets per split, (n, k), for inputs ``dydx_index``
+    dydx: dict[str, torch.Tensor] = field(default_factory=dict)
+    dydx_index: list[int] = field(default_factory=list)
 
     @property
     def in_dim(self) -> int:
@@ -56,19 +58,7 @@ class Data:
 
 def load_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Raw float64 arrays ``x (n, in), y (n, out)`` and column names for a ``[data]`` table."""
-    if cfg.kind in BUILTIN_TARGETS:
-        x, y = sample_function(
-            cfg.kind, n=cfg.n, low=cfg.low, high=cfg.high, sampling=cfg.sampling,
-            noise=cfg.noise, coefficients=cfg.coefficients, seed=cfg.seed,
-        )
-        return x, y, ["x"], ["y"]
-    if cfg.kind == "file":
-        if not cfg.path:
-            raise ConfigError("[data] kind = 'file' needs path = 'your.csv' (or .parquet)")
-        return read_table(cfg.path, features=cfg.features, target=cfg.target)
-    from nnfin.data.finance_bridge import finance_arrays  # optional finance generators
-
-    return finance_arrays(cfg)
+    return load_all(cfg)[:4]
 
 
 def _split_indices(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
@@ -93,21 +83,23 @@ def build_data(
     arrays: tuple[np.ndarray, np.ndarray, list[str], list[str]] | None = None,
 ) -> Data:
     """Load, split (seeded), scale on the training part and move everything to ``device``."""
-    x, y, features, targets = arrays if arrays is not None else load_arrays(cfg)
+    x, y, features, targets, d = (*arrays, None) if arrays is not None else load_all(cfg)
     n = x.shape[0]
     if n == 0:
         raise DataError("[data] holds no samples")
     idx_train, idx_val, idx_test = _split_indices(n, cfg.split, cfg.seed)
     if len(idx_train) < 2:
         raise DataError(f"[data] split = {cfg.split!r} leaves {len(idx_train)} training rows of {n}")
+    d_index = derivative_feature_index(cfg, features) if d is not None else None
     return data_from_indices(x, y, idx_train, idx_val, idx_test, features=features, targets=targets,
-                             scale=cfg.scale, device=device, dtype=dtype)
+                             scale=cfg.scale, device=device, dtype=dtype, dydx=d, dydx_index=d_index)
 
 
 def data_from_indices(
     x: np.ndarray, y: np.ndarray, idx_train: np.ndarray, idx_val: np.ndarray, idx_test: np.ndarray,
     *, features: list[str], targets: list[str], scale: bool = True,
     device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+    dydx: np.ndarray | None = None, dydx_index: list[int] | None = None,
 ) -> Data:
     """A :class:`Data` from raw float64 arrays and row indices (used by the split, by K-fold
     cross-validation and by the scikit-learn estimator). Scaling is fitted on ``idx_train``.
@@ -136,4 +128,13 @@ def data_from_indices(
         if data.scaler is not None:
             xs, ys = data.scaler.transform_x(xs), data.scaler.transform_y(ys)
         data.scaled[f"x_{name}"], data.scaled[f"y_{name}"] = xs, ys
+    if dydx is not None:
+        if y.shape[1] != 1:
+            raise DataError(f"[data] derivatives need one target; got {len(targets)}: {targets!r}")
+        data.dydx_index = list(dydx_index or [])
+        factor = np.ones(len(data.dydx_index))
+        if data.scaler is not None:  # d(y_s)/d(x_s) = dy/dx * x_std / y_std
+            factor = (data.scaler.x_std.numpy()[data.dydx_index] / data.scaler.y_std.numpy()[0])
+        for name, idx in (("train", idx_train), ("val", idx_val), ("test", idx_test)):
+            data.dydx[name] = t(dydx[idx] * factor)
     return data

@@ -77,17 +77,25 @@ def read_table(
     Without ``target`` the last column is the target; without ``features`` every other column
     is a feature.
     """
-    frame = read_frame(path)
+    return table_arrays(read_frame(path), features=features, target=target, source=str(path))
+
+
+def table_arrays(
+    frame: pd.DataFrame, *, features: Sequence[str] | None, target: str | Sequence[str] | None,
+    source: str, exclude: Sequence[str] = (),
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """``x, y, feature_names, target_names`` from a DataFrame (see :func:`read_table`)."""
     columns = [str(c) for c in frame.columns]
     targets = [target] if isinstance(target, str) else list(target or [columns[-1]])
-    feats = list(features) if features else [c for c in columns if c not in targets]
+    feats = list(features) if features else [
+        c for c in columns if c not in targets and c not in exclude]
     if not feats:
-        raise DataError(f"[data] features: no input columns left in {str(path)!r} besides {targets!r}")
+        raise DataError(f"[data] features: no input columns left in {source!r} besides {targets!r}")
     if not targets:
         raise DataError("[data] target = [] must name at least one column")
     overlap = set(feats) & set(targets)
     if overlap:
         raise DataError(f"[data] column {sorted(overlap)[0]!r} is both a feature and a target")
-    x = columns_as_array(frame, feats, field="[data] features", source=str(path))
-    y = columns_as_array(frame, targets, field="[data] target", source=str(path))
+    x = columns_as_array(frame, feats, field="[data] features", source=source)
+    y = columns_as_array(frame, targets, field="[data] target", source=source)
     return x, y, feats, targets

@@ -81,6 +81,9 @@ class Trainer:
         self.penalty = make_penalty(cfg.penalty, model)
         self.uses_closure = cfg.optim.name in CLOSURE_OPTIMIZERS
         self.has_val = data.x_val.shape[0] > 0
+        # differential training: (n_train, k) dy/dx targets for the inputs data.dydx_index
+        self.d_train = data.dydx.get("train")
+        self.d_weight = tc.derivative_weight
         self.callbacks = list(callbacks)
         self._batch_callbacks = [cb for cb in self.callbacks
                                  if type(cb).on_batch_end is not Callback.on_batch_end]
@@ -138,7 +141,9 @@ class Trainer:
         for idx in self.sampler.epoch(self.step_in_epoch):
             xb = self.x_train if idx is None else self.x_train.index_select(0, idx)
             yb = self.y_train if idx is None else self.y_train.index_select(0, idx)
-            loss = self._step(xb, yb)
+            db = None if self.d_train is None else (
+                self.d_train if idx is None else self.d_train.index_select(0, idx))
+            loss = self._step(xb, yb, db)
             self.epoch_losses.append(loss)
             self.state.step += 1
             self.step_in_epoch += 1
@@ -155,15 +160,33 @@ class Trainer:
             return None  # stay inside the epoch; a checkpoint keeps the position
         self._end_epoch()
 
-    def _step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        """One optimizer step; returns the data loss (without the penalty), detached."""
+    def _objective(self, xb: torch.Tensor, yb: torch.Tensor, db: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(objective, data_loss)``: the loss plus penalty and, with derivative targets ``db``,
+        ``weight * mean |dy_NN/dx - dy/dx|^2`` through ``autograd.grad(create_graph=True)``."""
+        if db is None:
+            data_loss = self.loss_fn(self.model(xb), yb)
+            objective = data_loss
+        else:
+            xb = xb.detach().requires_grad_(True)
+            pred = self.model(xb)
+            data_loss = self.loss_fn(pred, yb)
+            (grad,) = torch.autograd.grad(pred.sum(), xb, create_graph=True)  # (B, in)
+            d_pred = grad[:, self.data.dydx_index]  # (B, k)
+            objective = data_loss + self.d_weight * (d_pred - db).square().mean()
+        if self.penalty is not None:
+            objective = objective + self.penalty()
+        return objective, data_loss
+
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, db: torch.Tensor | None = None
+              ) -> torch.Tensor:
+        """One optimizer step; returns the data loss (without penalty or derivative loss)."""
         if self.uses_closure:
             first: list[torch.Tensor] = []
 
             def closure() -> torch.Tensor:
                 self._clear_grads()
-                data_loss = self.loss_fn(self.model(xb), yb)
-                objective = data_loss + self.penalty() if self.penalty else data_loss
+                objective, data_loss = self._objective(xb, yb, db)
                 objective.backward()
                 if not first:
                     first.append(data_loss.detach())
@@ -172,8 +195,7 @@ class Trainer:
             self.optimizer.step(closure)
             return first[0]
         self._clear_grads()
-        data_loss = self.loss_fn(self.model(xb), yb)
-        objective = data_loss + self.penalty() if self.penalty else data_loss
+        objective, data_loss = self._objective(xb, yb, db)
         objective.backward()
         self.optimizer.step()
         return data_loss.detach()

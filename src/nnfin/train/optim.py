@@ -87,7 +87,9 @@ def build_scheduler(
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.min_lr), "epoch"
     if cfg.schedule == "onecycle":
         max_lr = cfg.max_lr if cfg.max_lr is not None else 10 * cfg.lr
-        sched = lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr,
+        group = optimizer.param_groups[0]
+        has_momentum = "betas" in group or group.get("momentum", 0) > 0
+        sched = lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, cycle_momentum=has_momentum,
                                         total_steps=max(2, epochs * steps_per_epoch))
         return sched, "step"
     if cfg.schedule == "plateau":
