@@ -11,5 +11,7 @@ from nnfin.api import fit
 from nnfin.config import Config, load_config
 from nnfin.resume import resume
 from nnfin.runs import Run, load_run
+from nnfin.saving import load, save
 
-__all__ = ["Config", "Run", "__version__", "fit", "load_config", "load_run", "resume"]
+__all__ = ["Config", "Run", "__version__", "fit", "load", "load_config", "load_run", "resume",
+           "save"]

@@ -29,12 +29,14 @@ def _register() -> None:
     from nnfin.commands import data as data_cmd
     from nnfin.commands import explain as explain_cmd
     from nnfin.commands import fit as fit_cmd
+    from nnfin.commands import predict as predict_cmd
 
     app.command("fit")(fit_cmd.fit)
     app.command("inspect")(fit_cmd.inspect)
     app.command("resume")(fit_cmd.resume)
     app.command("explain")(explain_cmd.explain)
     app.command("data")(data_cmd.data)
+    app.command("predict")(predict_cmd.predict)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -115,12 +115,48 @@ def read_spec(path: str | Path) -> tuple[dict[str, Any], Path]:
     return spec, weights
 
 
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete safetensors file (``None`` when its layout is sound).
+
+    Reads only the header: 8 bytes of little-endian header length, then a JSON table whose
+    ``data_offsets`` must lie inside the file.
+
+    >>> safetensors_problem(Path("runs/my-run/model.safetensors"))  # doctest: +SKIP
+    'is truncated (1000 bytes; its header describes 1392)'
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        header = f.read(n) if 0 < n <= min(size - 8, 100 << 20) else f.read(1)
+    if size == 0:
+        return "is empty"
+    if not header.startswith(b"{") and (head[:2] == b"PK" or head[:1] == b"\x80"):
+        return "is a PyTorch/pickle file, not safetensors (nnfin never unpickles model files)"
+    if len(head) < 8 or not 2 <= n <= 100 << 20 or not header.startswith(b"{"):
+        return "is not a safetensors file"
+    if 8 + n > size:
+        return f"is truncated ({size} bytes; its header alone needs {8 + n})"
+    try:
+        table = json.loads(header)
+        end = max((int(v["data_offsets"][1]) for k, v in table.items() if k != "__metadata__"),
+                  default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "is not a safetensors file (unreadable header)"
+    if 8 + n + end > size:
+        return f"is truncated ({size} bytes; its header describes {8 + n + end})"
+    return None
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu"
                ) -> tuple[nn.Module, dict[str, Any], Standardizer | None]:
     """Rebuild a saved model (no pickle): returns ``(model, spec, scaler)`` on ``device``."""
     from nnfin.models import build_model  # late import: models import config only
 
     spec, weights = read_spec(path)
+    problem = safetensors_problem(weights)
+    if problem:
+        raise FileFormatError(f"weights file {str(weights)!r} {problem}")
     digest = sha256_file(weights)
     if spec.get("sha256") != digest:
         raise FileFormatError(f"weights file {str(weights)!r} does not match the sha256 in "

@@ -68,7 +68,7 @@ class Run:
                 raise DataError(f"input lacks the training feature column(s) {missing!r} "
                                 f"(has: {', '.join(map(str, x.columns))})")
             x = x[self.features].to_numpy(dtype=np.float64)
-        t = torch.as_tensor(np.asarray(x, dtype=np.float64) if not torch.is_tensor(x) else x)
+        t = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64) if not torch.is_tensor(x) else x)
         if t.dim() == 1 and len(self.features) == 1:
             t = t.reshape(-1, 1)
         if t.dim() != 2 or t.shape[1] != len(self.features):
