@@ -1,0 +1,288 @@
+"""Overview and comparison of run folders: what ``nnfin runs`` and ``nnfin runs compare`` show.
+
+A run is any folder holding a ``config.toml``; it is read without rebuilding its model, so
+runs still training, killed or written by older versions are listed too.
+
+>>> rows = sort_runs(find_runs("runs"), "val")  # doctest: +SKIP
+>>> print(rows[0].name, rows[0].best_val)  # doctest: +SKIP
+>>> diff = config_differences([read_config("runs/a"), read_config("runs/b")])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+from rich.table import Table
+
+from nnfin.errors import ConfigError, FileFormatError
+
+SORT_KEYS = ("time", "duration", "val", "test", "name")
+SPLITS = ("train", "val", "test")
+METRICS = ("mse", "rmse", "mae", "r2", "max_abs_error")
+MISSING = "running-or-killed"  # the status of a run without metrics.json
+
+
+@dataclass
+class RunSummary:
+    """One row of ``nnfin runs``: read from config.toml, metrics.json and history.csv."""
+
+    path: Path
+    name: str
+    started: datetime
+    model: str
+    data: str
+    status: str
+    epochs: int | None = None
+    best_val: float | None = None  # lowest val_loss in history.csv (the model's units)
+    best_epoch: int | None = None
+    test_mse: float | None = None  # metrics.json, data units
+    test_r2: float | None = None
+    seconds: float | None = None
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """The raw ``config.toml`` of a run (not validated, so older runs still open)."""
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise FileFormatError(f"{str(run_dir)!r} is not a run folder (no config.toml)")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"{str(path)!r} cannot be read: {exc}") from None
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
+    """``metrics.json``, or ``None`` while the run is going (or was killed before the end)."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"{str(path)!r} is not valid JSON: {exc}") from None
+
+
+def read_history(run_dir: str | Path) -> pd.DataFrame:
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # a run that diverged in its first epoch
+        return pd.DataFrame()
+
+
+def describe_model(cfg: dict[str, Any]) -> str:
+    """``mlp 6-6 sigmoid``, ``polynomial degree 3``."""
+    m = cfg.get("model", {})
+    kind = m.get("kind", "mlp")
+    if kind == "polynomial":
+        return f"polynomial degree {m.get('degree', 3)}"
+    widths = "-".join(str(w) for w in m.get("neurons", [6, 6]))
+    return f"{kind} {widths} {m.get('activation', 'sigmoid')}"
+
+
+def describe_data(cfg: dict[str, Any]) -> str:
+    """The data kind, or the file name for ``kind = "file"``."""
+    d = cfg.get("data", {})
+    if d.get("kind") == "file" and d.get("path"):
+        return Path(d["path"]).name
+    return str(d.get("kind", "cos"))
+
+
+def summarize(run_dir: Path, root: Path | None = None) -> RunSummary:
+    """Read one run folder into a :class:`RunSummary`."""
+    cfg = read_config(run_dir)
+    name = str(run_dir.relative_to(root)) if root is not None else run_dir.name
+    started = datetime.fromtimestamp((run_dir / "config.toml").stat().st_mtime)
+    try:
+        metrics = read_metrics(run_dir)
+    except FileFormatError:
+        metrics = {"status": "broken"}
+    history = read_history(run_dir)
+    row = RunSummary(run_dir, name, started, describe_model(cfg), describe_data(cfg),
+                     MISSING if metrics is None else str(metrics.get("status", "unknown")),
+                     config=cfg)
+    if len(history):
+        row.epochs = int(history["epoch"].iloc[-1])
+        if "time" in history:
+            row.seconds = float(history["time"].iloc[-1])
+        if "val_loss" in history and history["val_loss"].notna().any():
+            best = history["val_loss"].idxmin()
+            row.best_val = float(history["val_loss"][best])
+            row.best_epoch = int(history["epoch"][best])
+    if metrics:
+        row.epochs = metrics.get("epochs", row.epochs)
+        row.seconds = metrics.get("time_s", row.seconds)
+        test = metrics.get("test") or {}
+        row.test_mse, row.test_r2 = test.get("mse"), test.get("r2")
+    return row
+
+
+def find_runs(root: str | Path = "runs") -> list[RunSummary]:
+    """Every run folder (a folder with ``config.toml``) under ``root``, at any depth."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"runs folder {str(root)!r} does not exist")
+    folders = sorted({p.parent for p in root.rglob("config.toml")})
+    if (root / "config.toml").is_file():
+        folders = [root]
+    return [summarize(f, root if f != root else root.parent) for f in folders]
+
+
+def sort_runs(rows: list[RunSummary], key: str = "time") -> list[RunSummary]:
+    """Sort by ``time`` (start, oldest first), ``duration``, ``val``/``test`` (best first) or
+    ``name``; runs without the value go last."""
+    if key not in SORT_KEYS:
+        raise ConfigError(f"--sort {key!r} is not allowed; choose one of {', '.join(SORT_KEYS)}")
+    if key == "name":
+        return sorted(rows, key=lambda r: r.name)
+    if key == "time":
+        return sorted(rows, key=lambda r: r.started)
+    attr = {"duration": "seconds", "val": "best_val", "test": "test_mse"}[key]
+
+    def order(r: RunSummary) -> tuple[bool, float]:
+        v = getattr(r, attr)
+        return (v is None or not math.isfinite(v), v if v is not None else 0.0)
+
+    return sorted(rows, key=order)
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+STATUS_STYLE = {"finished": "green", "early-stopped": "cyan", "interrupted": "yellow",
+                "diverged": "red", MISSING: "magenta"}
+
+
+def runs_table(rows: list[RunSummary], title: str = "runs") -> Table:
+    """The rich table ``nnfin runs`` prints."""
+    table = Table(title=title, title_justify="left")
+    for col in ("name", "date", "model", "data", "epochs", "best val loss", "test MSE", "test R²",
+                "time", "status"):
+        right = col in ("epochs", "best val loss", "test MSE", "test R²", "time")
+        table.add_column(col, justify="right" if right else "left",
+                         no_wrap=col in ("name", "date", "status"))
+    for r in rows:
+        best = "-" if r.best_val is None else f"{r.best_val:.4g} @{r.best_epoch}"
+        style = STATUS_STYLE.get(r.status, "")
+        table.add_row(r.name, r.started.strftime("%Y-%m-%d %H:%M"), r.model, r.data,
+                      fmt(r.epochs), best, fmt(r.test_mse), fmt(r.test_r2), _duration(r.seconds),
+                      f"[{style}]{r.status}[/{style}]" if style else r.status)
+    return table
+
+
+# ------------------------------------------------------------------ comparison
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(configs: list[dict[str, Any]], *, ignore: tuple[str, ...] = ("run.dir",)
+                       ) -> list[tuple[str, list[Any]]]:
+    """``(dotted key, value per run)`` for the keys whose values differ (``None``: absent);
+    ``run.dir`` always differs and is left out."""
+    flat = [flatten(c) for c in configs]
+    keys = sorted({k for f in flat for k in f} - set(ignore))
+    rows = []
+    for key in keys:
+        values = [f.get(key) for f in flat]
+        if any(v != values[0] for v in values[1:]):
+            rows.append((key, values))
+    return rows
+
+
+def metric_rows(metrics: list[dict[str, Any] | None]) -> list[tuple[str, list[Any]]]:
+    """Status, epochs, time and each split's metrics, one value per run (``None``: missing)."""
+    ms = [m or {} for m in metrics]
+    rows: list[tuple[str, list[Any]]] = [
+        ("status", [m.get("status", MISSING) if m else MISSING for m in ms]),
+        ("epochs", [m.get("epochs") for m in ms]),
+        ("time_s", [m.get("time_s") for m in ms]),
+    ]
+    for split in SPLITS:
+        for name in METRICS:
+            values = [(m.get(split) or {}).get(name) for m in ms]
+            if any(v is not None for v in values):
+                rows.append((f"{split} {name}", values))
+    return rows
+
+
+def compare_table(title: str, labels: list[str], rows: list[tuple[str, list[Any]]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("key")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for key, values in rows:
+        table.add_row(key, *(fmt(v) for v in values))
+    return table
+
+
+def compare_figure(histories: list[pd.DataFrame], labels: list[str]) -> Figure:
+    """Loss curves of several runs on one log-scale plot: train solid, validation dashed."""
+    import numpy as np
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    colors = [f"C{i % 10}" for i in range(len(labels))]
+    for history, label, color in zip(histories, labels, colors, strict=True):
+        for col, style, what in (("train_loss", "-", "train"), ("val_loss", "--", "val")):
+            if col in history and history[col].notna().any():
+                values = history[col].to_numpy(dtype=float)
+                ax.plot(history["epoch"], np.where(values > 0, values, np.nan), style, color=color,
+                        label=f"{label} ({what})")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("loss curves")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def check_out(out: str | Path, *, force: bool = False) -> Path:
+    """Refuse an existing ``out`` without ``force`` and names matplotlib cannot write."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ConfigError(f"--out {str(out)!r} already exists; choose another path or add --force")
+    if out.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
+        raise ConfigError(f"--out {str(out)!r}: use a .png, .pdf, .svg or .jpg file name")
+    return out
+
+
+def save_figure(fig: Figure, out: str | Path, *, force: bool = False) -> Path:
+    """Write ``fig`` to ``out``; an existing file needs ``force`` (nothing is overwritten)."""
+    out = check_out(out, force=force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
