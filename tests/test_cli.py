@@ -127,3 +127,10 @@ def test_inspect_missing_run(cli, tmp_path):
 
 def test_usage_error_exit_2(cli):
     assert cli("fit", "--no-such-flag").code == 2
+
+
+def test_inspect_with_a_broken_gradients_file(cli, tmp_path):
+    out = tmp_path / "run"
+    assert cli("fit", "-q", "-o", str(out), "--set", "train.epochs=1").code == 0
+    (out / "gradients.safetensors").write_text("not a safetensors file")
+    assert_one_line_error(cli("inspect", str(out)), "gradients.safetensors", "cannot be read")

@@ -122,11 +122,16 @@ def inspect(
     """Show parameters and their gradients (names, shapes, norms, values of small tensors)."""
     from safetensors.torch import load_file
 
+    from nnfin.errors import FileFormatError
     from nnfin.runs import load_run
 
     run = load_run(run_dir)
     grad_file = Path(run_dir) / "gradients.safetensors"
-    grads = load_file(str(grad_file)) if grad_file.exists() else {}
+    try:
+        grads = load_file(str(grad_file)) if grad_file.exists() else {}
+    except Exception as exc:  # safetensors raises several types for bad files; none runs code
+        raise FileFormatError(f"gradients file {str(grad_file)!r} cannot be read: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     table = Table(title=f"parameters of {run.config.model.kind} ({run_dir})")
     for col in ("name", "shape", "numel", "norm", "grad norm"):
         table.add_column(col, justify="right" if col in ("numel", "norm", "grad norm") else "left")
