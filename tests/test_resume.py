@@ -207,3 +207,22 @@ def test_interrupt_on_the_last_step_of_an_epoch_still_ends_that_epoch(tmp_path):
     state = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.ckpt")
     es = state["callbacks"]["EarlyStopping#0"]
     assert es["best_epoch"] in (1, 2) and es["best_epoch"] + es["wait"] == 2
+
+
+def test_ctrl_c_in_nnfin_fit_writes_last_ckpt_and_exits_130(tmp_path):
+    run_dir = tmp_path / "r"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "nnfin", "fit", "-q", "-o", str(run_dir),
+                             "--set", "train.epochs=100000", "--set", "run.checkpoint_every=1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
+        time.sleep(0.05)  # training has started once the first checkpoint is there
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"nnfin resume {run_dir}" in out.replace("\n", "")
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert state["train_state"]["status"] == "interrupted" and state["train_state"]["step"] > 0
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"

@@ -22,6 +22,10 @@ def _fmt(v: float) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
 
+def _r2(v: float) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.6f}"
+
+
 def metrics_table(metrics: dict) -> Table:
     table = Table(title="metrics (data units)")
     table.add_column("split")
@@ -30,7 +34,7 @@ def metrics_table(metrics: dict) -> Table:
     for split in ("train", "val", "test"):
         m = metrics.get(split)
         if m:
-            table.add_row(split, _fmt(m["mse"]), _fmt(m["rmse"]), _fmt(m["mae"]), _fmt(m["r2"]),
+            table.add_row(split, _fmt(m["mse"]), _fmt(m["rmse"]), _fmt(m["mae"]), _r2(m["r2"]),
                           _fmt(m["max_abs_error"]), str(m["n"]))
     return table
 
