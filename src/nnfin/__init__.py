@@ -12,6 +12,7 @@ from nnfin.config import Config, load_config
 from nnfin.resume import resume
 from nnfin.runs import Run, load_run
 from nnfin.saving import load, save
+from nnfin.tune.cv import cross_validate as cv
 
-__all__ = ["Config", "Run", "__version__", "fit", "load", "load_config", "load_run", "resume",
+__all__ = ["Config", "Run", "__version__", "cv", "fit", "load", "load_config", "load_run", "resume",
            "save"]

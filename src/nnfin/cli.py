@@ -31,12 +31,16 @@ def _register() -> None:
     from nnfin.commands import fit as fit_cmd
     from nnfin.commands import predict as predict_cmd
     from nnfin.commands import runs as runs_cmd
+    from nnfin.commands import tune as tune_cmd
 
     app.command("fit")(fit_cmd.fit)
     app.command("inspect")(fit_cmd.inspect)
     app.command("resume")(fit_cmd.resume)
     app.command("explain")(explain_cmd.explain)
     app.command("data")(data_cmd.data)
+    app.command("cv")(tune_cmd.cv)
+    app.command("tune")(tune_cmd.tune)
+    app.command("lr-find")(tune_cmd.lr_find)
     app.add_typer(runs_cmd.app, name="runs")
     app.command("predict")(predict_cmd.predict)
 

@@ -150,6 +150,8 @@ class TrainConfig(Section):
     derivative_weight: float = Field(
         1.0, ge=0.0, description="weight of the derivative loss when [data] derivatives is set")
     progress: bool = Field(True, description="show a progress bar")
+    compile: bool = Field(False, description="train through torch.compile (first epoch compiles)")
+    distributed: bool = Field(False, description="DistributedDataParallel under torchrun")
     tensorboard: bool = Field(False, description="write TensorBoard logs into <run>/tensorboard")
     tensorboard_every: int = Field(10, ge=1, description="epochs between weight/gradient histograms")
 
@@ -191,6 +193,43 @@ class RunConfig(Section):
     plots: bool = Field(True, description="write plots/fit.png and plots/loss.png")
 
 
+TUNE_METRICS = ("val_mse", "val_rmse", "val_mae", "val_r2", "val_max_abs_error", "val_loss")
+
+
+class TuneConfig(Section):
+    """``[tune]``: hyperparameter search by K-fold cross-validation (``nnfin tune``, ``nnfin cv``).
+
+    ``[tune.space]`` maps dotted config keys to candidates: a list (categorical), ``{low, high,
+    log}`` (float range) or ``{low, high, step}`` (integer range); see :mod:`nnfin.tune.space`.
+    """
+
+    strategy: Literal["grid", "random", "bayes"] = Field("grid", description="how to pick trials")
+    trials: int | None = Field(None, ge=1, description="trials to complete (default: grid size, or 20)")
+    folds: int = Field(5, ge=2, description="K of the K-fold cross-validation")
+    metric: Literal[TUNE_METRICS] = Field(  # type: ignore[valid-type]
+        "val_mse", description="held-out-fold metric to rank by (val_r2 is maximised)")
+    seed: int = Field(0, description="seed of the folds and the sampler")
+    sampler: Literal["tpe", "gp"] = Field("tpe", description="bayes: TPE or Gaussian process")
+    pruning: bool = Field(False, description="stop poor trials early (median of running fold means)")
+    storage: str = Field("sqlite", description="sqlite (tune/study.db in the run) | sqlite:///f.db | "
+                         "postgresql://user:pw@host/db | memory")
+    study: str | None = Field(None, description="study name (default: derived from the config)")
+    inner_val: float = Field(0.15, gt=0.0, lt=1.0,
+                             description="share of a fold's training rows used for early stopping")
+    heartbeat: int = Field(10, ge=1, description="seconds between heartbeats of a running trial; "
+                           "one silent for 3x this is failed and retried")
+    retries: int = Field(3, ge=0, description="retries of a trial whose worker died")
+    refit: bool = Field(True, description="refit the best configuration and test it once")
+    space: dict[str, Any] = Field(default_factory=dict, description="dotted key -> candidates")
+
+    @model_validator(mode="after")
+    def _space(self) -> TuneConfig:
+        from nnfin.tune.space import parse_space  # the parser needs Config, defined below
+
+        parse_space(self.space)
+        return self
+
+
 class Config(Section):
     """A complete run configuration. Every field has a default: ``Config()`` is the lecture."""
 
@@ -201,7 +240,7 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
-    tune: dict[str, Any] = Field(default_factory=dict, description="used by nnfin tune")
+    tune: TuneConfig | None = Field(None, description="[tune]: used by nnfin tune and nnfin cv")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, TOML-ready dict (``None`` values are dropped, as TOML has no null)."""

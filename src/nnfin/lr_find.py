@@ -1,0 +1,224 @@
+"""Learning-rate range test (L. Smith, 2017; fastai's ``lr_find`` is the reference).
+
+From a copy of the initial state, train for ``steps`` mini-batches while the learning rate grows
+exponentially from ``start`` to ``end``; record the loss, smooth it (exponential moving average,
+``beta = 0.98``, bias-corrected) and stop once the smoothed loss exceeds 4x the best one. The
+suggested learning rate is where the smoothed loss falls fastest against log(lr) ("steepest",
+fastai's ``steep``); the lr of the minimum divided by 10 (fastai's ``minimum``) is reported too.
+As fastai does, the first 10% of the steps and the last 5 are left out of the suggestions.
+The model and optimizer passed in are left untouched: the test trains deep copies.
+
+>>> import nnfin.lr_find as lf
+>>> res = lf.lr_find(overrides=["data.n=256"], write=False)  # doctest: +SKIP
+>>> f"--set optim.lr={res.suggestion:.2g}"  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnfin.config import Config, PenaltyConfig, load_config
+from nnfin.errors import ConfigError
+
+
+@dataclass
+class LRFindResult:
+    """Learning rates tried, raw and smoothed losses, and the suggestions."""
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    smoothed: np.ndarray
+    suggestion: float  # steepest descent of the smoothed loss against log(lr)
+    min_div_10: float  # lr of the smallest smoothed loss, divided by 10
+    stop_reason: str
+    plot: Path | None = None
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"lr": self.lrs, "loss": self.losses, "smoothed": self.smoothed})
+
+
+def range_test(model: nn.Module, optimizer: torch.optim.Optimizer,
+               batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+               loss_fn: Any = F.mse_loss, penalty: PenaltyConfig | None = None,
+               start: float = 1e-7, end: float = 10.0, steps: int = 100, beta: float = 0.98,
+               diverge: float = 4.0) -> LRFindResult:
+    """Run the range test on deep copies of ``model`` and ``optimizer``.
+
+    ``batches`` yields ``(x, y)`` mini-batches (it is cycled through as needed); ``penalty``
+    adds the config's L1/L2 terms before ``backward()`` as training does.
+    """
+    from nnfin.train.loop import capture_rng, restore_rng
+    from nnfin.train.losses import make_penalty
+
+    if not (math.isfinite(start) and start > 0):
+        raise ConfigError(f"lr-find start = {start!r} must be a positive number")
+    if not (math.isfinite(end) and end > start):
+        raise ConfigError(f"lr-find end = {end!r} must be above start = {start!r}")
+    if steps < 2:
+        raise ConfigError(f"lr-find steps = {steps!r} must be at least 2")
+    if isinstance(optimizer, torch.optim.LBFGS):
+        raise ConfigError("[optim] name = 'lbfgs': the range test needs a first-order optimizer "
+                          "(gd, sgd, adam, adamw, rmsprop)")
+    work_model, work_opt = copy.deepcopy((model, optimizer))  # one memo: the copy steps the copy
+    penalty_fn = make_penalty(penalty, work_model) if penalty is not None else None
+    rng = capture_rng()
+    gamma = (end / start) ** (1.0 / (steps - 1))
+    lrs, losses, smoothed = [], [], []
+    avg, best, reason = 0.0, math.inf, f"ran all {steps} steps"
+    stream = _cycle(batches)
+    work_model.train()
+    try:
+        for i in range(steps):
+            lr = start * gamma**i
+            for group in work_opt.param_groups:
+                group["lr"] = lr
+            xb, yb = next(stream)
+            work_opt.zero_grad(set_to_none=True)
+            loss = loss_fn(work_model(xb), yb)
+            (loss + penalty_fn() if penalty_fn is not None else loss).backward()
+            work_opt.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                reason = f"loss became {value} at lr = {lr:.3g} (step {i + 1})"
+                break
+            avg = beta * avg + (1 - beta) * value
+            smooth = avg / (1 - beta ** (i + 1))
+            lrs.append(lr)
+            losses.append(value)
+            smoothed.append(smooth)
+            best = min(best, smooth)
+            if smooth > diverge * best:
+                reason = f"smoothed loss exceeded {diverge:g}x its best at lr = {lr:.3g} (step {i + 1})"
+                break
+    finally:
+        restore_rng(rng)  # the caller's random streams go on as if no test had run
+    lr_arr, sm = np.array(lrs), np.array(smoothed)
+    steep, low = suggestions(lr_arr, sm)
+    return LRFindResult(lr_arr, np.array(losses), sm, steep, low, reason)
+
+
+def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
+    while True:
+        empty = True
+        for b in batches:
+            empty = False
+            yield b
+        if empty:
+            raise ConfigError("lr-find: the data gives no mini-batches")
+
+
+def suggestions(lrs: np.ndarray, smoothed: np.ndarray) -> tuple[float, float]:
+    """``(steepest, min/10)`` on the smoothed curve, leaving out the first 10% and last 5 points.
+
+    >>> lrs = np.logspace(-7, 1, 100)
+    >>> loss = 1 / (1 + np.exp(4 * (np.log10(lrs) + 2)))  # falls fastest at lr = 1e-2
+    >>> round(float(np.log10(suggestions(lrs, loss)[0])), 1)
+    -2.0
+    """
+    if len(lrs) == 0:
+        return math.nan, math.nan
+    lo, hi = len(lrs) // 10, len(lrs) - 5
+    if hi - lo < 3:
+        lo, hi = 0, len(lrs)
+    lr, loss = lrs[lo:hi], smoothed[lo:hi]
+    low = float(lr[int(np.argmin(loss))] / 10)
+    if len(lr) < 2:
+        return float(lr[0]), low
+    # slope over a window of w steps (a factor ~3 in lr at 100 steps), so the noise of a flat
+    # stretch does not outbid the real descent; the suggestion is the window's middle
+    w = max(1, min(len(lr) // 20, len(lr) - 1))
+    slope = (loss[w:] - loss[:-w]) / (np.log(lr[w:]) - np.log(lr[:-w]))
+    return float(lr[int(np.argmin(slope)) + w // 2]), low
+
+
+def figure(res: LRFindResult, title: str = "learning-rate range test") -> Any:
+    """Loss against learning rate on log axes, with both suggestions marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(res.lrs, res.losses, color="tab:blue", alpha=0.3, lw=1, label="loss")
+    ax.plot(res.lrs, res.smoothed, color="tab:blue", lw=2, label="smoothed")
+    marks = ((res.suggestion, "steepest", "tab:red"), (res.min_div_10, "min/10", "tab:green"))
+    for lr, label, color in marks:
+        if math.isfinite(lr):
+            y = float(np.interp(np.log(lr), np.log(res.lrs), res.smoothed))
+            ax.scatter([lr], [y], color=color, zorder=3, label=f"{label}: {lr:.2g}")
+    ax.set_xscale("log")
+    if len(res.smoothed) and (res.smoothed > 0).all():
+        ax.set_yscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def lr_find(config: Config | dict | str | Path | None = None, *, overrides: Sequence[str] = (),
+            start: float = 1e-7, end: float = 10.0, steps: int = 100, plot: str | Path | None = None,
+            write: bool = True) -> LRFindResult:
+    """The range test on the model, optimizer, loss, penalty and mini-batches a config describes.
+
+    Writes ``plot`` (default ``<run.root>/lr-find-<time>.png``) and a CSV beside it.
+    """
+    from nnfin.api import build_trainer
+
+    cfg = load_config(config, [*overrides, "train.progress=false"])
+    if cfg.optim.name == "lbfgs":
+        raise ConfigError("[optim] name = 'lbfgs': the range test needs a first-order optimizer "
+                          "(gd, sgd, adam, adamw, rmsprop)")
+    trainer, _ = build_trainer(cfg, write=False)  # seeded exactly as nnfin fit seeds
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in trainer.sampler.epoch():
+            if idx is None:
+                yield trainer.x_train, trainer.y_train
+            else:
+                yield trainer.x_train.index_select(0, idx), trainer.y_train.index_select(0, idx)
+
+    res = range_test(trainer.model, trainer.optimizer, _Epochs(batches), loss_fn=trainer.loss_fn,
+                     penalty=cfg.penalty, start=start, end=end, steps=steps)
+    if write:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(plot) if plot else _free(Path(cfg.run.root) / f"lr-find-{stamp}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from nnfin import plots
+
+        plots.save(figure(res), path)
+        res.to_frame().to_csv(path.with_suffix(".csv"), index=False)
+        res.plot = path
+    return res
+
+
+class _Epochs:
+    """Re-iterable: each pass is a fresh epoch of the trainer's sampler."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.make()
+
+
+def _free(path: Path) -> Path:
+    k, out = 1, path
+    while out.exists():
+        k += 1
+        out = path.with_name(f"{path.stem}-{k}{path.suffix}")
+    return out

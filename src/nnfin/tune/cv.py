@@ -1,0 +1,267 @@
+"""K-fold cross-validation of configurations, as the lecture ranks model candidates.
+
+The training part of the configured split (train + validation) is cut into K folds with
+scikit-learn's ``KFold`` (shuffled, seeded); the test part stays held out and untouched. For
+each fold the model trains on the other K-1 folds and is scored on the held-out one. Scaling is
+fitted on the fold's training rows only. With early stopping on, a seeded share
+(``[tune] inner_val``) of the fold's training rows is set aside to monitor - never the
+held-out fold.
+
+:func:`evaluate_candidates` scores a list of configurations on the same folds; it is the one
+place a search calls, so an engine that trains many candidates at once can take its place.
+
+>>> import nnfin
+>>> res = nnfin.cv(overrides=["train.epochs=20", "data.n=300"], folds=3, write=False)  # doctest: +SKIP
+>>> f"{res.mean:.2e} ± {res.std:.1e}", len(res.folds)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nnfin.config import Config, TuneConfig, load_config
+from nnfin.data import _split_indices, data_from_indices
+from nnfin.data.derivatives import derivative_feature_index, load_all
+from nnfin.errors import ConfigError, DataError
+
+METRIC_KEYS = {"val_mse": "mse", "val_rmse": "rmse", "val_mae": "mae", "val_r2": "r2",
+               "val_max_abs_error": "max_abs_error", "val_loss": "loss"}
+
+
+def maximize(metric: str) -> bool:
+    """Whether larger is better for ``metric`` (only R²)."""
+    return metric == "val_r2"
+
+
+@dataclass
+class Folds:
+    """Raw arrays and, per fold, row indices: ``(train, held_out, fit, inner_val)``.
+
+    ``train`` = ``fit`` + ``inner_val``; ``inner_val`` is used only when early stopping is on.
+    """
+
+    x: np.ndarray  # (n, in_dim), float64, data units
+    y: np.ndarray  # (n, out_dim)
+    features: list[str]
+    targets: list[str]
+    splits: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    test: np.ndarray  # the held-out test part of the configured split, never used here
+    dydx: np.ndarray | None = None  # (n, k) derivative targets for differential training
+    dydx_index: list[int] | None = None
+
+    @property
+    def k(self) -> int:
+        return len(self.splits)
+
+
+def make_folds(cfg: Config, k: int, *, seed: int = 0, inner_val: float = 0.15,
+               arrays: tuple | None = None) -> Folds:
+    """Cut the training part of ``cfg``'s split into ``k`` shuffled, seeded folds."""
+    from sklearn.model_selection import KFold
+
+    if arrays is not None:
+        x, y, features, targets, dydx = (*arrays, None)[:5]
+    else:
+        x, y, features, targets, dydx = load_all(cfg.data)
+    idx_train, idx_val, idx_test = _split_indices(len(x), cfg.data.split, cfg.data.seed)
+    pool = np.sort(np.concatenate([idx_train, idx_val]))
+    if k < 2:
+        raise ConfigError(f"[tune] folds = {k!r} must be at least 2")
+    if k > len(pool):
+        raise DataError(f"[tune] folds = {k!r} is more than the {len(pool)} training rows "
+                        f"(train + validation of [data] split = {cfg.data.split!r}); lower folds")
+    splits = []
+    for i, (tr, ho) in enumerate(KFold(n_splits=k, shuffle=True, random_state=seed).split(pool)):
+        train, held = pool[tr], pool[ho]
+        perm = np.random.default_rng([seed, i]).permutation(train)
+        n_val = max(1, round(inner_val * len(train)))
+        splits.append((train, held, np.sort(perm[n_val:]), np.sort(perm[:n_val])))
+    d_index = derivative_feature_index(cfg.data, features) if dydx is not None else None
+    return Folds(x, y, list(features), list(targets), splits, idx_test, dydx, d_index)
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@dataclass
+class FoldResult:
+    """One fold: metrics on its held-out rows (data units; ``loss`` in the model's units)."""
+
+    fold: int
+    metrics: dict[str, float]
+    status: str
+    epochs: int
+    time_s: float
+    n_train: int
+    n_held_out: int
+    restored_epoch: int | None = None
+
+
+@dataclass
+class CVResult:
+    """The folds of one configuration and the mean ± std of ``metric`` over them."""
+
+    config: Config
+    metric: str
+    folds: list[FoldResult] = field(default_factory=list)
+    dir: Path | None = None
+
+    def values(self, metric: str | None = None) -> np.ndarray:
+        key = METRIC_KEYS[metric or self.metric]
+        return np.array([f.metrics[key] for f in self.folds], dtype=float)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values())) if self.folds else math.nan
+
+    @property
+    def std(self) -> float:  # population std over folds, as scikit-learn's std_test_score
+        return float(np.std(self.values())) if self.folds else math.nan
+
+    @property
+    def time_s(self) -> float:
+        return sum(f.time_s for f in self.folds)
+
+    def table(self) -> pd.DataFrame:
+        """One row per fold: held-out metrics, epochs, status, time."""
+        return pd.DataFrame([{"fold": f.fold, **{f"val_{k}": v for k, v in f.metrics.items()},
+                              "epochs": f.epochs, "restored_epoch": f.restored_epoch,
+                              "status": f.status, "n_train": f.n_train,
+                              "n_held_out": f.n_held_out, "time_s": f.time_s} for f in self.folds])
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"metric": self.metric, "mean": self.mean, "std": self.std,
+                               "folds": len(self.folds), "time_s": self.time_s}
+        for name in METRIC_KEYS:
+            vals = self.values(name)
+            out[name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+        return out
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def run_fold(cfg: Config, folds: Folds, i: int, *, callbacks: Sequence[Any] = ()) -> FoldResult:
+    """Train ``cfg`` on fold ``i``'s training rows and score it on its held-out rows."""
+    from nnfin.api import seed_everything
+    from nnfin.device import resolve_device
+    from nnfin.metrics import regression_metrics
+    from nnfin.models import build_model
+    from nnfin.runs import Run
+    from nnfin.train.callbacks import EarlyStopping
+    from nnfin.train.loop import Trainer
+
+    train, held, fit, inner = folds.splits[i]
+    es = cfg.early_stopping
+    if not es.enabled:
+        fit, inner = train, inner[:0]
+    device = resolve_device(cfg.train.device, cfg.train.dtype)
+    data = data_from_indices(folds.x, folds.y, fit, inner, held, features=folds.features,
+                             targets=folds.targets, scale=cfg.data.scale, device=device,
+                             dtype=cfg.train.dtype, dydx=folds.dydx, dydx_index=folds.dydx_index)
+    seed_everything(cfg.train.seed)  # every fold starts from the same initial weights
+    model = build_model(cfg.model, in_dim=data.in_dim, out_dim=data.out_dim)
+    model = model.to(device=device, dtype=getattr(torch, cfg.train.dtype))
+    cbs = list(callbacks)
+    if es.enabled:
+        cbs.insert(0, EarlyStopping(es.monitor, patience=es.patience, min_delta=es.min_delta,
+                                    relative=es.relative, start_from_epoch=es.start_from_epoch,
+                                    restore_best=es.restore_best))
+    trainer = Trainer(model, data, cfg, callbacks=cbs)
+    state = trainer.fit()
+    if state.status == "interrupted":
+        raise KeyboardInterrupt
+    if state.status == "diverged":
+        metrics = {k: (-math.inf if k == "r2" else math.inf) for k in METRIC_KEYS.values()}
+        metrics["n"] = len(held)
+    else:
+        x_held, y_held = data.split("test", scaled=False)
+        run = Run(cfg, model, data.scaler, folds.features, folds.targets)
+        metrics = regression_metrics(y_held.double().cpu().numpy(), run.predict(x_held))
+        metrics["loss"] = trainer.evaluate("test")
+    return FoldResult(i, metrics, state.status, state.epoch, round(state.elapsed, 4), len(fit),
+                      len(held), state.restored_epoch)
+
+
+FoldHook = Callable[[int, FoldResult, float], bool]
+
+
+def evaluate_candidates(cfgs: Sequence[Config], folds: Folds, *, metric: str = "val_mse",
+                        on_fold: FoldHook | None = None,
+                        fold_callbacks: Callable[[int, int], Sequence[Any]] | None = None,
+                        ) -> list[CVResult]:
+    """Cross-validate each configuration on the same ``folds``.
+
+    ``on_fold(candidate, fold_result, running_mean)`` runs after each fold; returning ``False``
+    stops that candidate (pruning). ``fold_callbacks(candidate, fold)`` gives extra training
+    callbacks (e.g. a progress bar). Candidates are trained one after another here; an engine
+    that trains many models at once can replace this function.
+    """
+    results = []
+    for c, cfg in enumerate(cfgs):
+        res = CVResult(cfg, metric)
+        for i in range(folds.k):
+            extra = fold_callbacks(c, i) if fold_callbacks else ()
+            res.folds.append(run_fold(cfg, folds, i, callbacks=extra))
+            if on_fold is not None and not on_fold(c, res.folds[-1], res.mean):
+                break
+        results.append(res)
+    return results
+
+
+# ---------------------------------------------------------------------------------- API
+
+
+def tune_section(cfg: Config) -> TuneConfig:
+    return cfg.tune if cfg.tune is not None else TuneConfig()
+
+
+def cross_validate(config: Config | dict | str | Path | None = None, *, folds: int | None = None,
+                   overrides: Sequence[str] = (), write: bool = True, progress: bool = False,
+                   console: Any = None) -> CVResult:
+    """K-fold cross-validation of one configuration (``nnfin cv``); writes ``cv.csv`` and
+    ``cv.json`` into a new run folder unless ``write=False``.
+
+    ``folds`` overrides ``[tune] folds``; the metric, seed and inner validation share come
+    from ``[tune]`` too.
+    """
+    extra = [f"tune.folds={folds}"] if folds is not None else []
+    cfg = load_config(config, [*overrides, *extra])
+    tc = tune_section(cfg)
+    plan = make_folds(cfg, tc.folds, seed=tc.seed, inner_val=tc.inner_val)
+    bar = None
+    if progress and cfg.train.progress:
+        from nnfin.tune.progress import SearchProgress
+
+        bar = SearchProgress(console, folds=plan.k)
+    run_dir = None
+    if write:
+        from nnfin.runs import new_run_dir
+
+        run_dir = new_run_dir(cfg)
+        (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+    started = time.perf_counter()
+    try:
+        (res,) = evaluate_candidates(
+            [cfg], plan, metric=tc.metric,
+            fold_callbacks=(lambda c, i: [bar.epoch_callback(i)]) if bar else None)
+    finally:
+        if bar is not None:
+            bar.stop()
+    res.dir = run_dir
+    if run_dir is not None:
+        from nnfin.runs import write_json
+
+        res.table().to_csv(run_dir / "cv.csv", index=False)
+        write_json(run_dir / "cv.json", {**res.summary(), "wall_s": time.perf_counter() - started,
+                                         "per_fold": res.table().to_dict(orient="records")})
+    return res
