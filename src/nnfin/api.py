@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from nnfin import distributed
 from nnfin.config import Config, load_config
 from nnfin.data import Data, build_data
 from nnfin.device import resolve_device
@@ -60,6 +61,11 @@ def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = Non
     Used by :func:`fit` and by resume, so a resumed run is rebuilt exactly as it was built.
     """
     device = resolve_device(cfg.train.device, cfg.train.dtype)
+    if cfg.train.distributed:
+        device = distributed.setup(device)
+        write = write and distributed.is_main()
+        run_dir = run_dir if distributed.is_main() else None
+        progress = progress and distributed.is_main()
     seed_everything(cfg.train.seed)
     data = build_data(cfg.data, device=device, dtype=cfg.train.dtype)
     torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only

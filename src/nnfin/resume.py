@@ -108,8 +108,8 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, iterations: int | 
         if iterations is not None:
             raw["train"]["iterations"] = iterations
         cfg = validate(raw)
-    trainer, _ = build_trainer(cfg, write=True, run_dir=run_dir, callbacks=callbacks,
-                               progress=progress, console=console)
+    trainer, out_dir = build_trainer(cfg, write=True, run_dir=run_dir, callbacks=callbacks,
+                                     progress=progress, console=console)  # None off rank 0
     if trainer.data.digest != state["data_sha256"]:
         source = f"[data] path = {cfg.data.path!r}" if cfg.data.kind == "file" else \
             f"[data] kind = {cfg.data.kind!r}"
@@ -122,10 +122,10 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, iterations: int | 
     if ended and not _folder_complete(run_dir, trainer.state.step):
         # killed after the final checkpoint but before the run folder was written: finish it
         trainer.notify("on_train_end")
-        return finish_run(trainer, run_dir)
+        return finish_run(trainer, out_dir)
     if ended:
         raise ConfigError(f"run {str(run_dir)!r} already ended ({trainer.state.status} after "
                           f"{trainer.state.epoch} epochs, {trainer.state.step} steps); "
                           "pass --epochs N with a larger N to train further")
     trainer.fit()
-    return finish_run(trainer, run_dir)
+    return finish_run(trainer, out_dir)

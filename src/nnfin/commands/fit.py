@@ -47,11 +47,17 @@ def fit(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     tensorboard: bool = typer.Option(False, "--tensorboard",
                                      help="Write TensorBoard logs into <run>/tensorboard."),
+    distributed: bool = typer.Option(False, "--distributed", help="DDP; launch with torchrun."),
+    compile_: bool = typer.Option(False, "--compile", help="Train through torch.compile."),
 ) -> None:
     """Train a model and write a run folder (config, metrics, history, weights, plots)."""
     from nnfin.api import fit as api_fit
 
     overrides = list(set_ or [])
+    if distributed:
+        overrides.append("train.distributed=true")
+    if compile_:
+        overrides.append("train.compile=true")
     if device:
         overrides.append(f"train.device={device}")
     if tensorboard:
@@ -68,12 +74,14 @@ def resume(
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="New total steps."),
     set_: list[str] | None = SetOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    distributed: bool = typer.Option(False, "--distributed", help="DDP; launch with torchrun."),
 ) -> None:
     """Continue a run from its last checkpoint (exactly where it stopped)."""
     import warnings
 
     from nnfin.resume import resume as api_resume
 
+    set_ = [*(set_ or []), *(["train.distributed=true"] if distributed else [])]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run = api_resume(run_dir, epochs=epochs, iterations=iterations, overrides=list(set_ or []),
@@ -85,6 +93,16 @@ def resume(
 
 def report(run) -> None:
     """Print the result of a fit and exit 1 (diverged) or 130 (interrupted) when needed."""
+    from nnfin import distributed
+
+    if distributed.active():
+        import torch.distributed as dist
+
+        dist.barrier()
+        main = distributed.is_main()
+        dist.destroy_process_group()
+        if not main:  # rank 0 reports for everyone
+            return
     m = run.metrics
     if m["status"] == "diverged":
         console.print(f"[red]diverged:[/red] {escape(m['stop_reason'])}")

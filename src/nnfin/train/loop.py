@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnfin import distributed
 from nnfin.config import Config
 from nnfin.data import Data
 from nnfin.errors import ConfigError
@@ -67,6 +68,7 @@ class Trainer:
                 f"[train] batch_size = {tc.batch_size} is larger than the {n_train} training rows"
                 " (lower it, or use sampling = 'full')"
             )
+        self._all_rows = torch.arange(n_train, device=self.device)
         self.sampler = BatchSampler(n_train, tc.batch_size, tc.sampling, seed=tc.seed,
                                     device=self.device)
         spe = self.sampler.steps_per_epoch
@@ -81,6 +83,12 @@ class Trainer:
         self.penalty = make_penalty(cfg.penalty, model)
         self.uses_closure = cfg.optim.name in CLOSURE_OPTIMIZERS
         self.has_val = data.x_val.shape[0] > 0
+        # the module the steps run through: DDP and/or torch.compile around the same parameters
+        self.distributed = tc.distributed and distributed.world_size() > 1
+        self.train_model: nn.Module = distributed.wrap(model, self.device) if self.distributed \
+            else model
+        if tc.compile:
+            self.train_model = torch.compile(self.train_model)
         # differential training: (n_train, k) dy/dx targets for the inputs data.dydx_index
         self.d_train = data.dydx.get("train")
         self.d_weight = tc.derivative_weight
@@ -139,6 +147,8 @@ class Trainer:
         self.model.train()
         check_each_step = self.device.type == "cpu"  # free on the CPU, a sync elsewhere
         for idx in self.sampler.epoch(self.step_in_epoch):
+            if self.distributed:  # this rank's slice of the global batch
+                idx = distributed.shard(self._all_rows if idx is None else idx)
             xb = self.x_train if idx is None else self.x_train.index_select(0, idx)
             yb = self.y_train if idx is None else self.y_train.index_select(0, idx)
             db = None if self.d_train is None else (
@@ -165,11 +175,11 @@ class Trainer:
         """``(objective, data_loss)``: the loss plus penalty and, with derivative targets ``db``,
         ``weight * mean |dy_NN/dx - dy/dx|^2`` through ``autograd.grad(create_graph=True)``."""
         if db is None:
-            data_loss = self.loss_fn(self.model(xb), yb)
+            data_loss = self.loss_fn(self.train_model(xb), yb)
             objective = data_loss
         else:
             xb = xb.detach().requires_grad_(True)
-            pred = self.model(xb)
+            pred = self.train_model(xb)
             data_loss = self.loss_fn(pred, yb)
             (grad,) = torch.autograd.grad(pred.sum(), xb, create_graph=True)  # (B, in)
             d_pred = grad[:, self.data.dydx_index]  # (B, k)
@@ -208,7 +218,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         losses = torch.stack(self.epoch_losses)  # the one host read of this epoch's losses
-        train_loss = float(losses.mean())
+        train_loss = float(distributed.mean_across_ranks(losses.mean()))
         if not math.isfinite(train_loss):
             return self._diverged(losses)
         logs: dict[str, float] = {"epoch": self.state.epoch + 1, "step": self.state.step,
