@@ -226,3 +226,10 @@ def test_ctrl_c_in_nnfin_fit_writes_last_ckpt_and_exits_130(tmp_path):
     state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert state["train_state"]["status"] == "interrupted" and state["train_state"]["step"] > 0
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def test_resume_may_change_only_harmless_keys(tmp_path):
+    nnfin.fit(overrides=[*BASE, "train.epochs=2", f"run.dir={tmp_path / 'r'}"])
+    run = nnfin.resume(tmp_path / "r", epochs=3, overrides=["train.compile=false", "run.plots=false",
+                                                            "train.device=cpu"])
+    assert run.metrics["epochs"] == 3

@@ -26,7 +26,8 @@ from nnfin.train.checkpoint import load_checkpoint
 
 # keys a resumed run may change; everything else must match the run's config
 RESUMABLE_KEYS = {"train.epochs", "train.iterations", "train.progress", "run.checkpoint_every",
-                  "run.plots"}
+                  "run.plots", "train.distributed", "train.compile", "train.device",
+                  "train.tensorboard", "train.tensorboard_every"}
 
 
 class ResumeWarning(UserWarning):
