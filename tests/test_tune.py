@@ -74,13 +74,13 @@ def test_grid_search_runs_each_point_once_then_refits_and_tests(tmp_path):
     assert best.data.split == pytest.approx([0.85, 0.0, 0.15])  # refit on train + validation
     # the refit is a normal run folder, tested once on the untouched test part
     assert res.run.metrics["test"]["n"] == 45 and res.run.dir == tmp_path / "run"
-    again = nnfin.fit(out / "best.toml", overrides=[f"run.dir={tmp_path / 'again'}"])
+    again = nnfin.fit(out / "best.toml", overrides=[f"run.dir={tmp_path / 'again'}", "run.plots=false"])
     assert again.metrics["test"]["mse"] == pytest.approx(res.run.metrics["test"]["mse"], rel=1e-6)
 
 
 def test_rerun_continues_the_study_and_runs_only_the_remaining_trials(tmp_path, monkeypatch):
     over = [*BASE, "tune.strategy='random'", 'tune.space={"optim.lr" = {low = 1e-3, high = 0.1, log = true}}',
-            f"run.dir={tmp_path / 'run'}", "tune.refit=false"]
+            f"run.dir={tmp_path / 'run'}", "tune.refit=false", "run.plots=false"]
     first = tune(overrides=[*over, "tune.trials=2"])
     calls = []
     real = cvmod.run_fold
@@ -98,8 +98,7 @@ def test_random_and_bayes_share_the_path(strategy, sampler):
     space = ('tune.space={"optim.lr" = {low = 1e-3, high = 0.1, log = true}, '
              '"model.width" = {low = 2, high = 8}}')
     res = tune(overrides=[*BASE, space, f"tune.strategy='{strategy}'", f"tune.sampler='{sampler}'",
-                          "tune.trials=3", "tune.storage='memory'", "tune.refit=false",
-                          "run.plots=false"])
+                          "tune.trials=3"], write=False)
     assert res.completed == 3
     for p in complete(res)["params"]:
         assert 1e-3 <= p["optim.lr"] <= 0.1 and isinstance(p["model.width"], int)
@@ -141,8 +140,7 @@ def test_pruning_reports_the_running_mean_and_stops_after_a_fold():
 
 def test_pruning_on_a_search_counts_pruned_trials_in_the_budget():
     space = 'tune.space={"optim.lr" = [1e-6, 1e-5, 1e-4, 0.001, 0.01, 0.03, 0.1, 1e-7]}'
-    res = tune(overrides=[*BASE, "tune.folds=3", space, "tune.pruning=true", "tune.storage='memory'",
-                          "tune.refit=false", "train.epochs=3"])
+    res = tune(overrides=[*BASE, "tune.folds=3", space, "tune.pruning=true"], write=False)
     states = res.ranking["state"].value_counts().to_dict()
     assert sum(states.values()) == 8 and states.get("COMPLETE", 0) >= 5
     pruned = res.ranking[res.ranking["state"] == "PRUNED"]
@@ -150,7 +148,7 @@ def test_pruning_on_a_search_counts_pruned_trials_in_the_budget():
 
 
 def test_ctrl_c_keeps_completed_trials_and_the_rerun_finishes_the_grid(tmp_path, monkeypatch):
-    over = [*BASE, GRID, f"run.dir={tmp_path / 'run'}", "tune.refit=false"]
+    over = [*BASE, GRID, f"run.dir={tmp_path / 'run'}", "tune.refit=false", "run.plots=false"]
     real, calls = cvmod.run_fold, []
 
     def interrupt_on_fifth(*a, **k):
@@ -175,11 +173,11 @@ def test_cli_tune_prints_the_ranking_and_the_refit(cli, tmp_path):
     cfg = tmp_path / "search.toml"
     cfg.write_text('[tune]\nstrategy = "grid"\nfolds = 2\n[tune.space]\n"optim.lr" = [0.01, 0.05]\n'
                    '"model.neurons" = [[4], [8, 8]]\n')
-    r = cli("tune", str(cfg), "-q", "-o", str(tmp_path / "run"), *sets(FAST))
+    r = cli("tune", str(cfg), "-q", "-o", str(tmp_path / "run"), *sets([*FAST, "run.plots=false"]))
     assert r.code == 0, r
     assert "ranking by val_mse" in r.out and "best:" in r.out and "4 of 4 trials" in r.out
     assert "metrics (data units)" in r.out and "test" in r.out
-    r = cli("tune", str(cfg), "-q", "-o", str(tmp_path / "run"), *sets(FAST))  # continues
+    r = cli("tune", str(cfg), "-q", "-o", str(tmp_path / "run"), *sets([*FAST, "run.plots=false"]))
     assert r.code == 0 and "continuing: 4 of 4" in r.out
 
 
@@ -228,12 +226,14 @@ def test_a_worker_needs_a_shared_database(cli):
 
 def test_another_config_cannot_join_an_existing_study(cli, tmp_path):
     run = str(tmp_path / "run")
-    assert cli("tune", "-q", "-o", run, *sets([*BASE, GRID, "tune.refit=false"])).code == 0
-    r = cli("tune", "-q", "-o", run, *sets([*BASE, GRID, "tune.refit=false", "train.epochs=5"]))
+    quick = [*BASE, GRID, "tune.refit=false", "run.plots=false"]
+    assert cli("tune", "-q", "-o", run, *sets(quick)).code == 0
+    r = cli("tune", "-q", "-o", run, *sets([*quick, "train.epochs=5"]))
     assert_one_line_error(r, "[tune] study = 'nnfin' was started with train.epochs = 3", "has 5")
 
 
 def test_grid_trials_beyond_the_grid_are_capped():
-    res = tune(overrides=[*BASE, GRID, "tune.trials=9", "tune.storage='memory'", "tune.refit=false"])
+    res = tune(overrides=[*BASE, GRID, "tune.trials=9"], write=False)
+    assert res.dir is None and res.run is None and "in memory" in res.notes[0]
     assert res.budget == 4 and res.completed == 4 and any("capped" in n for n in res.notes)
     assert not math.isnan(res.best_value)

@@ -78,23 +78,23 @@ def best_toml(result: TuneResult) -> str:
     return head + tomli_w.dumps(raw)
 
 
-def write_outputs(run_dir: Path, study: Any, result: TuneResult) -> None:
-    """trials.csv, ranking.csv, best.toml and the plots under ``run_dir/tune``."""
+def write_outputs(run_dir: Path, study: Any, result: TuneResult, *, plots: bool = True) -> None:
+    """trials.csv, ranking.csv, best.toml and (``plots``) the plots under ``run_dir/tune``."""
     out = run_dir / "tune"
-    (out / "plots").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     trials = study.trials_dataframe(attrs=("number", "state", "value", "duration", "params",
                                            "user_attrs", "datetime_start", "datetime_complete"))
     trials.to_csv(out / "trials.csv", index=False)
     result.ranking.drop(columns=["params"], errors="ignore").to_csv(out / "ranking.csv", index=False)
     if result.best_config is not None:
         (out / "best.toml").write_text(best_toml(result), encoding="utf-8")
-    if len(result.ranking):
-        from nnfin import plots
+    if plots and len(result.ranking):
+        from nnfin.plots import save
 
-        plots.save(history_figure(result.ranking, result.metric), out / "plots" / "history.png")
+        save(history_figure(result.ranking, result.metric), out / "plots" / "history.png")
         params = [c for c in result.ranking.columns if c not in COLUMNS]
-        plots.save(params_figure(result.ranking, params, result.metric, _log_axes(study)),
-                   out / "plots" / "params.png")
+        save(params_figure(result.ranking, params, result.metric, _log_axes(study)),
+             out / "plots" / "params.png")
 
 
 def _log_axes(study: Any) -> set[str]:

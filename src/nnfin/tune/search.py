@@ -229,11 +229,13 @@ def tune_dir(cfg: Config) -> tuple[Path, bool]:
 
 
 def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequence[str] = (),
-         worker: bool = False, progress: bool = False, console: Any = None) -> TuneResult:
+         worker: bool = False, write: bool = True, progress: bool = False,
+         console: Any = None) -> TuneResult:
     """Search ``[tune.space]`` by K-fold CV; write the ranking, ``tune/`` outputs and the refit.
 
     With ``worker=True`` this process only runs trials of a shared study (``[tune] storage``
-    must be a database every worker reaches) and writes nothing locally.
+    must be a database every worker reaches) and writes nothing locally. ``write=False``
+    writes nothing either (no run folder, no refit; the default SQLite storage becomes memory).
     """
     import optuna
 
@@ -249,10 +251,12 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
     if worker and tc.storage in ("sqlite", "memory"):
         raise ConfigError(f"[tune] storage = {tc.storage!r}: a worker needs a database that every "
                           "worker reaches; give --storage postgresql://... (or sqlite:///shared.db)")
-    external = worker or tc.storage != "sqlite"  # opened first: a refusal leaves no run folder
-    url = storage_url(tc.storage, None) if external else None
+    local = not worker and write
+    kind = tc.storage if local or tc.storage != "sqlite" else "memory"
+    external = kind != "sqlite"  # opened first: a refusal leaves no run folder behind
+    url = storage_url(kind, None) if external else None
     storage = open_storage(url, heartbeat=tc.heartbeat, retries=tc.retries) if external else None
-    run_dir, continued = (None, False) if worker else tune_dir(cfg)
+    run_dir, continued = tune_dir(cfg) if local else (None, False)
     if not external:
         url = storage_url(tc.storage, run_dir)
         storage = open_storage(url, heartbeat=tc.heartbeat, retries=tc.retries)
@@ -311,7 +315,7 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
         result.best_value = float(result.ranking.iloc[0]["mean"])
         result.best_config = refit_config(apply_params(cfg, result.best_params), run_dir)
     if run_dir is not None:
-        write_outputs(run_dir, study, result)
+        write_outputs(run_dir, study, result, plots=cfg.run.plots)
         if result.best_config is not None and tc.refit and not interrupted:
             result.run = refit(result.best_config, run_dir, progress=progress, console=console)
     return result

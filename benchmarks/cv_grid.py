@@ -1,0 +1,210 @@
+"""Grid search by K-fold cross-validation: nnfin next to scikit-learn and skorch, in one run.
+
+Run (from the repository root)::
+
+    .venv/bin/python benchmarks/cv_grid.py            # 12 configs x 5 folds x 200 epochs
+    .venv/bin/python benchmarks/cv_grid.py --quick    # 20 epochs: a smoke run
+    pip install -r requirements-bench.txt             # adds skorch (skipped with a note if missing)
+
+The problem: a 1-w-w-1 sigmoid network on cos(x), n = 2000 uniform on [-pi/2, 3pi/2] (nnfin's
+``[data] kind = "cos"``, all rows in the folds), Adam with batches of 64, MSE, no early stopping.
+The grid: width 6 / 16 / 32 x lr 1e-3 / 1e-2 x L2 0 / 1e-4 = 12 configurations, each scored by
+5-fold CV (``KFold(5, shuffle=True, random_state=0)``, the same folds for every peer) = 60 fits.
+Inputs and targets are standardised with each fold's training rows for every peer, and the CV
+MSE is in the data's units. Peers:
+
+* ``nnfin``   - ``nnfin.tune.search.tune`` with ``strategy = "grid"`` (Optuna GridSampler, in-memory
+  study, no refit); the same candidates through ``evaluate_candidates`` (no Optuna) as
+  ``nnfin-cv``;
+* ``sklearn`` - ``GridSearchCV`` over ``MLPRegressor(solver="adam", batch_size=64,
+  max_iter=epochs, alpha=L2, early_stopping=False)`` in a scaling pipeline;
+* ``skorch``  - ``GridSearchCV`` over ``skorch.NeuralNetRegressor`` (torch Adam, L2 as
+  ``weight_decay = 2 * L2``, which is nnfin's ``L2 * sum w^2``) in the same pipeline.
+
+L2 is not the same quantity everywhere: nnfin adds ``L2 * sum w^2`` to the mean loss, scikit-learn
+adds ``alpha / 2 * ||W||^2 / batch`` to half the mean squared error. Everything runs on one CPU
+thread (``OMP_NUM_THREADS=1``), one fit at a time (``n_jobs=1``); wall times include everything
+each library does around its fits.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before numpy and torch start their thread pools
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import itertools  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+WIDTHS, LRS, L2S = (6, 16, 32), (1e-3, 1e-2), (0.0, 1e-4)
+
+
+def grid() -> list[dict[str, Any]]:
+    return [{"width": w, "lr": lr, "l2": l2} for w, lr, l2 in itertools.product(WIDTHS, LRS, L2S)]
+
+
+def nnfin_overrides(args: argparse.Namespace) -> list[str]:
+    return [f"data.n={args.n}", "data.split=[1.0, 0.0, 0.0]", "train.device='cpu'",
+            f"train.epochs={args.epochs}", "train.batch_size=64", "train.progress=false",
+            "model.activation='sigmoid'", "optim.name='adam'", f"tune.folds={args.folds}",
+            "tune.seed=0", "tune.strategy='grid'"]
+
+
+def run_nnfin(args: argparse.Namespace) -> dict[str, Any]:
+    from nnfin.tune.search import tune
+
+    space = ('tune.space={"model.width" = [6, 16, 32], "optim.lr" = [1e-3, 1e-2], '
+             '"penalty.l2" = [0.0, 1e-4]}')
+    started = time.perf_counter()
+    res = tune(overrides=[*nnfin_overrides(args), space], write=False)  # width w: neurons [w, w]
+    wall = time.perf_counter() - started
+    best = res.best_params or {}
+    return {"wall_s": wall, "best": {"width": best["model.width"], "lr": best["optim.lr"],
+                                     "l2": best["penalty.l2"]}, "cv_mse": res.best_value}
+
+
+def run_nnfin_cv(args: argparse.Namespace) -> dict[str, Any]:
+    from nnfin.config import load_config
+    from nnfin.tune.cv import evaluate_candidates, make_folds
+
+    started = time.perf_counter()
+    base = load_config(None, nnfin_overrides(args))
+    cfgs = [load_config(base, [f"model.neurons=[{g['width']}, {g['width']}]", f"optim.lr={g['lr']}",
+                               f"penalty.l2={g['l2']}"]) for g in grid()]
+    results = evaluate_candidates(cfgs, make_folds(base, args.folds, seed=0), metric="val_mse")
+    wall = time.perf_counter() - started
+    i = int(np.argmin([r.mean for r in results]))
+    return {"wall_s": wall, "best": grid()[i], "cv_mse": results[i].mean}
+
+
+def data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    from nnfin.config import load_config
+    from nnfin.data import load_arrays
+
+    x, y, _, _ = load_arrays(load_config(None, nnfin_overrides(args)).data)
+    return x, y
+
+
+def _search(estimator: Any, param_grid: dict[str, list], args: argparse.Namespace,
+            names: dict[str, str], *, y_2d: bool = False) -> dict[str, Any]:
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    x, y = data(args)
+    search = GridSearchCV(estimator, param_grid, scoring="neg_mean_squared_error", n_jobs=1,
+                          cv=KFold(args.folds, shuffle=True, random_state=0), refit=False)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter reached, as intended
+        search.fit(x, y if y_2d else y.ravel())
+    wall = time.perf_counter() - started
+    best = {k: search.best_params_[v] for k, v in names.items()}
+    if isinstance(best["width"], tuple):  # hidden_layer_sizes = (w, w)
+        best["width"] = best["width"][0]
+    return {"wall_s": wall, "cv_mse": -search.best_score_, "best": best}
+
+
+def run_sklearn(args: argparse.Namespace) -> dict[str, Any]:
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    mlp = MLPRegressor(activation="logistic", solver="adam", batch_size=64, max_iter=args.epochs,
+                       early_stopping=False, n_iter_no_change=args.epochs + 1, tol=0.0,
+                       shuffle=True, random_state=0)
+    est = TransformedTargetRegressor(make_pipeline(StandardScaler(), mlp), transformer=StandardScaler())
+    param_grid = {"regressor__mlpregressor__hidden_layer_sizes": [(w, w) for w in WIDTHS],
+                  "regressor__mlpregressor__learning_rate_init": list(LRS),
+                  "regressor__mlpregressor__alpha": list(L2S)}
+    names = {"width": "regressor__mlpregressor__hidden_layer_sizes",
+             "lr": "regressor__mlpregressor__learning_rate_init", "l2": "regressor__mlpregressor__alpha"}
+    return _search(est, param_grid, args, names)
+
+
+class MLP(torch.nn.Module):
+    """1-w-w-1 sigmoid network, as nnfin's ``mlp`` builds it."""
+
+    def __init__(self, width: int = 6) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(1, width), torch.nn.Sigmoid(),
+                                       torch.nn.Linear(width, width), torch.nn.Sigmoid(),
+                                       torch.nn.Linear(width, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def run_skorch(args: argparse.Namespace) -> dict[str, Any]:
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+    from skorch import NeuralNetRegressor
+
+    net = NeuralNetRegressor(MLP, optimizer=torch.optim.Adam, max_epochs=args.epochs, batch_size=64,
+                             train_split=None, iterator_train__shuffle=True, verbose=0, device="cpu")
+    y_scale = make_pipeline(StandardScaler(), FunctionTransformer(_f32, inverse_func=_f64))
+    est = TransformedTargetRegressor(make_pipeline(StandardScaler(), FunctionTransformer(_f32), net),
+                                     transformer=y_scale, check_inverse=False)
+    param_grid = {"regressor__neuralnetregressor__module__width": list(WIDTHS),
+                  "regressor__neuralnetregressor__lr": list(LRS),
+                  "regressor__neuralnetregressor__optimizer__weight_decay": [2 * v for v in L2S]}
+    names = {"width": "regressor__neuralnetregressor__module__width",
+             "lr": "regressor__neuralnetregressor__lr",
+             "l2": "regressor__neuralnetregressor__optimizer__weight_decay"}
+    torch.manual_seed(0)
+    res = _search(est, param_grid, args, names, y_2d=True)
+    res["best"]["l2"] /= 2
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="20 epochs instead of 200 (smoke run)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--peers", default="nnfin,nnfin-cv,sklearn,skorch",
+                        help="comma-separated subset of nnfin, nnfin-cv, sklearn, skorch")
+    args = parser.parse_args()
+    args.epochs = args.epochs or (20 if args.quick else 200)
+    torch.set_num_threads(1)
+    fits = len(grid()) * args.folds
+    print(f"grid: {len(grid())} configs x {args.folds} folds x {args.epochs} epochs = {fits} fits; "
+          f"n = {args.n}, batch 64, 1-w-w-1 sigmoid on cos(x); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread")
+    runners = {"nnfin": run_nnfin, "nnfin-cv": run_nnfin_cv, "sklearn": run_sklearn, "skorch": run_skorch}
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.peers.split(","):
+        if name == "skorch" and importlib.util.find_spec("skorch") is None:
+            print("skorch: not installed, skipped (pip install -r requirements-bench.txt)")
+            continue
+        print(f"{name}: running ...", flush=True)
+        results[name] = runners[name](args)
+    ref = results.get("nnfin", next(iter(results.values()), None))
+    print(f"\n{'peer':<10}{'wall s':>9}{'per fit ms':>12}{'x nnfin':>9}   {'CV MSE':>10}   "
+          "best (width, lr, L2)")
+    for name, r in results.items():
+        ratio = r["wall_s"] / ref["wall_s"] if ref else float("nan")
+        b = r["best"]
+        print(f"{name:<10}{r['wall_s']:>9.2f}{1000 * r['wall_s'] / fits:>12.1f}{ratio:>9.2f}   "
+              f"{r['cv_mse']:>10.3e}   ({b['width']}, {b['lr']:g}, {b['l2']:g})")
+
+
+if __name__ == "__main__":
+    main()
