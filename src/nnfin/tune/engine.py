@@ -1,0 +1,393 @@
+"""Train a group of compatible networks as one stack: one batched step per mini-batch.
+
+Every :class:`Job` is one network with its config, its own fold of (scaled) data and its
+initial weights. A group shares the activation, depth, optimizer family, loss, sampling mode,
+batch size, dtype and device; widths, learning rates, momenta, betas, penalties, seeds,
+epochs and early stopping may differ per network. Narrower networks are zero-padded to the
+widest one (:meth:`StackLayout.width_mask` keeps the padding inert).
+
+Batch order: each network owns a :class:`~nnfin.train.sampler.BatchSampler` seeded like the
+single-model :class:`~nnfin.train.loop.Trainer`'s, so it sees the same batches in the same
+order. Folds of unequal size keep their own steps per epoch: an epoch runs as many steps as
+the largest fold needs, a short last batch is masked, and a network without a batch at a step
+sits that step out (parameters and optimizer state frozen). Per-epoch logs, early stopping
+(nnfin's own :class:`~nnfin.train.callbacks.EarlyStopping`, one per network) and divergence
+follow the Trainer; a network that stops leaves the stack, so it stays frozen and costs nothing.
+
+>>> from nnfin.config import load_config
+>>> from nnfin.data import build_data
+>>> from nnfin.models import build_model
+>>> cfg = load_config(None, ["train.epochs=2", "data.n=200"])
+>>> data = build_data(cfg.data)
+>>> jobs = [Job(cfg, data, build_model(cfg.model, in_dim=1, out_dim=1)) for _ in range(3)]
+>>> [r.epochs for r in train_group(jobs)]
+[2, 2, 2]
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnfin.config import Config
+from nnfin.data import Data
+from nnfin.errors import ConfigError
+from nnfin.train.callbacks import EarlyStopping
+from nnfin.train.sampler import BatchSampler
+from nnfin.tune.functional import StackLayout, add_penalty, backward, flat_grads, forward, loss_and_grad
+from nnfin.tune.optimizers import StackedOptimizer, family
+
+
+@dataclass
+class Job:
+    """One network to train: its config, its data (one fold, scaled) and its initial weights."""
+
+    cfg: Config
+    data: Data
+    model: nn.Module  # MLP or MLPLow holding the initial weights (left unchanged)
+    seed: int | None = None  # batch-order seed; default cfg.train.seed, as the Trainer
+
+
+@dataclass
+class JobResult:
+    """How one network trained: the Trainer's history, status and (optionally) its weights."""
+
+    status: str  # finished | early-stopped | diverged
+    stop_reason: str
+    history: list[dict[str, float]]  # per epoch: epoch, step, train_loss, lr, val_loss
+    epochs: int
+    steps: int
+    best_epoch: int  # early stopping's best epoch, else the epoch of the lowest val (train) loss
+    restored_epoch: int | None  # epoch whose weights early stopping restored
+    state_dict: dict[str, torch.Tensor] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def _last(self, key: str) -> float:
+        return self.history[-1].get(key, math.nan) if self.history else math.nan
+
+    @property
+    def final_train_loss(self) -> float:
+        return self._last("train_loss")
+
+    @property
+    def final_val_loss(self) -> float:
+        return self._last("val_loss")
+
+    @property
+    def best_val_loss(self) -> float:
+        """The val loss at :attr:`best_epoch` (scaled units, the training loss function)."""
+        if self.best_epoch < 1 or self.best_epoch > len(self.history):
+            return math.nan
+        return self.history[self.best_epoch - 1].get("val_loss", math.nan)
+
+
+def group_key(cfg: Config) -> tuple:
+    """What networks must share to run in one stack (widths, rates and penalties need not)."""
+    return (cfg.model.activation, len(cfg.model.neurons), family(cfg.optim.name),
+            cfg.train.loss, cfg.train.huber_delta if cfg.train.loss == "huber" else None,
+            cfg.train.sampling, cfg.train.batch_size if cfg.train.sampling != "full" else None,
+            cfg.train.dtype, cfg.train.device)
+
+
+def train_group(jobs: list[Job], *, return_weights: bool = False) -> list[JobResult]:
+    """Train compatible ``jobs`` together; one :class:`JobResult` per job, in order."""
+    return _Stack(jobs).run(return_weights=return_weights)
+
+
+class _Stack:
+    """The state of a group in training: the (M, P) parameters and everything per network."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        keys = {group_key(j.cfg) for j in jobs}
+        if len(keys) != 1:
+            raise ValueError(f"jobs of one group must share {_KEY_NAMES}; got {sorted(keys)}")
+        self.jobs = jobs
+        first = jobs[0]
+        tc = first.cfg.train
+        x0 = first.data.scaled["x_train"]
+        self.device, self.dtype = x0.device, x0.dtype
+        self.activation, self.loss, self.huber = first.cfg.model.activation, tc.loss, tc.huber_delta
+        self.mode = tc.sampling
+        in_dim, out_dim = first.data.in_dim, first.data.out_dim
+        widths = [[in_dim, *j.cfg.model.neurons, out_dim] for j in jobs]
+        if any((j.data.in_dim, j.data.out_dim) != (in_dim, out_dim) for j in jobs):
+            raise ValueError("jobs of one group need data with the same dimensions")
+        self.layout = StackLayout(np.max(np.array(widths), axis=0).tolist())
+        m = len(jobs)
+        self._stack_data()
+        # 1. parameters: initial weights, zero-padded; masks for padding and penalties
+        theta = torch.zeros(m, self.layout.n_params, dtype=torch.float64)
+        wmask = torch.stack([self.layout.width_mask(w) for w in widths])  # (M, P)
+        for row, job in enumerate(jobs):
+            for (w, b), (pw, pb) in zip(job.model.layers(), self.layout.views(theta[row:row + 1]),
+                                        strict=True):
+                pw[0, :w.shape[0], :w.shape[1]] = w.detach().double()
+                pb[0, 0, :b.shape[0]] = b.detach().double()
+        self.theta = theta.to(self.device, self.dtype)
+        self.wmask = None if bool((wmask == 1).all()) else wmask.to(self.device, self.dtype)
+        self.l1, self.l2 = self._penalty_lambdas()
+        self.opt = StackedOptimizer([j.cfg.optim for j in jobs], self.theta)
+        # 2. batch order, lengths and early stopping per network
+        self.samplers, self.max_steps, self.max_epochs = [], [], []
+        for job in jobs:
+            n = job.data.scaled["x_train"].shape[0]
+            if tc.sampling != "full" and tc.batch_size > n:
+                raise ConfigError(f"[train] batch_size = {tc.batch_size} is larger than the {n} "
+                                  "training rows (lower it, or use sampling = 'full')")
+            seed = job.cfg.train.seed if job.seed is None else job.seed
+            sampler = BatchSampler(n, tc.batch_size, tc.sampling, seed=seed, device=self.device)
+            spe = sampler.steps_per_epoch
+            it, ep = job.cfg.train.iterations, job.cfg.train.epochs
+            self.max_steps.append(it if it is not None else ep * spe)
+            self.max_epochs.append(math.ceil(it / spe) if it is not None else ep)
+            self.samplers.append(sampler)
+        self.batch = max(s.batch_size for s in self.samplers)  # B: columns of a step's batch
+        self.steps = np.zeros(m, dtype=np.int64)
+        self.max_steps_a = np.array(self.max_steps)
+        self.stoppers = [_stopper(j.cfg) for j in jobs]
+        self.best = self.theta.clone() if any(s is not None and s.restore_best
+                                              for s in self.stoppers) else None
+        self.rows = list(range(m))  # job index of each row of the stack
+        self.history: list[list[dict[str, float]]] = [[] for _ in jobs]
+        self.results: list[JobResult | None] = [None] * m
+        self.epoch = 0
+
+    # ------------------------------------------------------------------ setup
+
+    def _stack_data(self) -> None:
+        """All folds' scaled rows in one tensor per split, with each network's offsets."""
+        datas: dict[int, Data] = {}
+        for job in self.jobs:
+            datas.setdefault(id(job.data), job.data)
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("x_train", "y_train", "x_val", "y_val")}
+        start: dict[int, tuple[int, int]] = {}
+        n_tr = n_va = 0
+        for key, d in datas.items():
+            start[key] = (n_tr, n_va)
+            for k in parts:
+                parts[k].append(d.scaled[k])
+            n_tr += d.scaled["x_train"].shape[0]
+            n_va += d.scaled["x_val"].shape[0]
+        self.x, self.y, x_val, y_val = (torch.cat(parts[k]) for k in parts)  # (N_all, in/out)
+        self.offsets = torch.tensor([start[id(j.data)][0] for j in self.jobs], device=self.device)
+        n_val = [j.data.scaled["x_val"].shape[0] for j in self.jobs]
+        self.has_val = np.array(n_val) > 0
+        width = max(1, max(n_val))
+        cols = torch.arange(width, device=self.device)
+        idx = torch.stack([start[id(j.data)][1] + cols.clamp(max=max(n - 1, 0))
+                           for j, n in zip(self.jobs, n_val, strict=True)])  # (M, V)
+        self.val_valid = cols.unsqueeze(0) < torch.tensor(n_val, device=self.device).unsqueeze(1)
+        self.val_count = torch.tensor(n_val, device=self.device, dtype=self.dtype)
+        if x_val.shape[0] == 0:  # no validation rows anywhere: nothing to gather
+            x_val, y_val = self.x[:1], self.y[:1]
+        idx = idx.clamp(max=x_val.shape[0] - 1)  # networks without validation rows: masked
+        self.x_val, self.y_val = x_val[idx], y_val[idx]  # (M, V, in), (M, V, out)
+
+    def _penalty_lambdas(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(M, P) lambdas: l1/l2 per network, zero on biases where ``include_bias`` is off."""
+        is_bias = self.layout.is_bias().to(torch.float64)
+        out = []
+        for name in ("l1", "l2"):
+            lam = torch.tensor([getattr(j.cfg.penalty, name) for j in self.jobs], dtype=torch.float64)
+            keep_bias = torch.tensor([float(j.cfg.penalty.include_bias) for j in self.jobs],
+                                     dtype=torch.float64)
+            per = lam.view(-1, 1) * (1 - is_bias.view(1, -1) * (1 - keep_bias.view(-1, 1)))
+            out.append(per.to(self.device, self.dtype) if bool(lam.any()) else None)
+        return out[0], out[1]
+
+    # ------------------------------------------------------------------- loop
+
+    def run(self, *, return_weights: bool) -> list[JobResult]:
+        self.return_weights = return_weights
+        while self.rows:
+            losses, stepped = self._run_epoch()
+            self._end_epoch(losses, stepped)
+        return [r for r in self.results if r is not None]
+
+    def _epoch_batches(self) -> tuple[torch.Tensor, np.ndarray]:
+        """``(index (S, M, B), counts (S, M))``: every network's batches of this epoch, drawn by
+        its own sampler, as rows of the stacked data; short and missing batches are padded."""
+        flats = [epoch_order(sampler) for sampler in self.samplers]
+        lengths = np.array([f.numel() for f in flats])
+        b = self.batch
+        s = int(max(math.ceil(n / b) for n in lengths))
+        padded = torch.nn.utils.rnn.pad_sequence(flats, batch_first=True)  # (M, max length)
+        padded = F.pad(padded, (0, s * b - padded.shape[1]))
+        index = (padded + self.offsets.unsqueeze(1)).view(len(flats), s, b).transpose(0, 1)
+        counts = np.clip(lengths[None, :] - b * np.arange(s)[:, None], 0, b)  # (S, M)
+        return index.contiguous(), counts
+
+    def _run_epoch(self) -> tuple[torch.Tensor, np.ndarray]:
+        index, counts = self._epoch_batches()
+        n_steps, m = counts.shape
+        losses = torch.zeros(n_steps, m, device=self.device, dtype=self.dtype)
+        stepped = np.zeros((n_steps, m), dtype=bool)
+        counts_t = torch.as_tensor(counts, device=self.device, dtype=self.dtype)
+        cols = torch.arange(self.batch, device=self.device)
+        for s in range(n_steps):
+            active = (counts[s] > 0) & (self.steps < self.max_steps_a)
+            if not active.any():
+                continue
+            full = bool((counts[s] == self.batch).all())
+            valid = None if full else cols.unsqueeze(0) < counts_t[s].unsqueeze(1)  # (M, B)
+            losses[s] = self._step(index[s], valid, None if full else counts_t[s],
+                                   None if active.all() else active)
+            stepped[s] = active
+            self.steps += active
+        return losses, stepped
+
+    def _step(self, index: torch.Tensor, valid: torch.Tensor | None, count: torch.Tensor | None,
+              active: np.ndarray | None) -> torch.Tensor:
+        """One optimizer step of every network on its batch ``index`` (M, B); losses (M,)."""
+        m, b = index.shape
+        xb = self.x.index_select(0, index.view(-1)).view(m, b, -1)  # (M, B, in)
+        yb = self.y.index_select(0, index.view(-1)).view(m, b, -1)  # (M, B, out)
+        layers = self.layout.views(self.theta)
+        pred, cache = forward(layers, xb, self.activation)
+        loss, g = loss_and_grad(pred, yb, self.loss, count=count, valid=valid,
+                                huber_delta=self.huber)
+        grad = add_penalty(flat_grads(backward(layers, cache, g, self.activation)),
+                           self.theta, self.l1, self.l2)  # (M, P)
+        if self.wmask is not None:
+            grad = grad * self.wmask
+        self.theta = self.opt.step(self.theta, grad, active=active)
+        return loss
+
+    @torch.no_grad()
+    def _val_losses(self) -> torch.Tensor:
+        """The training loss (no penalty) of every network on its whole validation split, (M,)."""
+        pred, _ = forward(self.layout.views(self.theta), self.x_val, self.activation, keep=False)
+        loss, _ = loss_and_grad(pred, self.y_val, self.loss, count=self.val_count,
+                                valid=self.val_valid, huber_delta=self.huber)
+        return loss
+
+    # -------------------------------------------------------------- epoch end
+
+    def _end_epoch(self, losses: torch.Tensor, stepped: np.ndarray) -> None:
+        self.epoch += 1
+        mask = torch.from_numpy(stepped)  # (S, M): which network stepped at which step
+        host = torch.where(mask, losses.cpu(), 0.0)  # the one host read of this epoch's losses
+        n_steps = stepped.sum(0)
+        train = (host.sum(0) / torch.from_numpy(np.maximum(n_steps, 1))).tolist()  # epoch means
+        finite = torch.isfinite(host).all(0).tolist()
+        val = self._val_losses().cpu().tolist()
+        done, improved = [], []
+        for r, job_index in enumerate(self.rows):
+            job = self.jobs[job_index]
+            if n_steps[r] == 0:  # no step this epoch: its step budget is spent
+                done.append((r, "finished", ""))
+                continue
+            if not finite[r]:
+                mine = host[mask[:, r], r]
+                bad = int(torch.nonzero(~torch.isfinite(mine))[0])
+                step = int(self.steps[r]) - mine.numel() + bad + 1
+                done.append((r, "diverged",
+                             f"loss became {float(mine[bad])} at epoch {self.epoch}, step {step} "
+                             f"(lr = {job.cfg.optim.lr:g}); training stopped - try a smaller "
+                             "[optim] lr"))
+                continue
+            logs = {"epoch": self.epoch, "step": int(self.steps[r]), "train_loss": train[r],
+                    "lr": float(job.cfg.optim.lr)}
+            if self.has_val[r]:
+                logs["val_loss"] = val[r]
+            self.history[job_index].append(logs)
+            stopper = self.stoppers[r]
+            status, reason = "", ""
+            if stopper is not None:
+                stop, reason = stopper.check(self.epoch, logs)
+                if stopper.best_epoch == self.epoch and stopper.restore_best:
+                    improved.append(r)
+                if stop:
+                    status = "early-stopped"
+            if status:
+                done.append((r, status, reason))
+            elif self.epoch >= self.max_epochs[r] or self.steps[r] >= self.max_steps[r]:
+                done.append((r, "finished", ""))
+        if improved and self.best is not None:
+            rows = torch.tensor(improved, device=self.device)
+            self.best[rows] = self.theta[rows]
+        if done:
+            for r, status, reason in done:
+                self._finish(r, status, reason)
+            self._keep([r for r in range(len(self.rows)) if r not in {d[0] for d in done}])
+
+    def _finish(self, r: int, status: str, reason: str) -> None:
+        job_index = self.rows[r]
+        job, stopper, history = self.jobs[job_index], self.stoppers[r], self.history[job_index]
+        restored = None
+        weights = self.theta[r]
+        if stopper is not None and stopper.restore_best and stopper.best_epoch >= 1:
+            weights, restored = self.best[r], stopper.best_epoch
+        if stopper is not None:
+            best_epoch = stopper.best_epoch
+        else:
+            key = "val_loss" if history and "val_loss" in history[0] else "train_loss"
+            values = [h[key] for h in history]
+            best_epoch = int(np.argmin(values)) + 1 if values else -1
+        self.results[job_index] = JobResult(
+            status=status, stop_reason=reason, history=history, epochs=len(history),
+            steps=int(self.steps[r]), best_epoch=best_epoch, restored_epoch=restored,
+            state_dict=self._state_dict(job, weights) if self.return_weights else None)
+
+    @torch.no_grad()
+    def _state_dict(self, job: Job, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network's own (unpadded) weights, as its model class's state dict."""
+        model = copy.deepcopy(job.model).to(dtype=self.dtype)
+        for (w, b), (pw, pb) in zip(model.layers(), self.layout.views(flat.unsqueeze(0).cpu()),
+                                    strict=True):
+            w.copy_(pw[0, :w.shape[0], :w.shape[1]])
+            b.copy_(pb[0, 0, :b.shape[0]])
+        return model.state_dict()
+
+    def _keep(self, keep: list[int]) -> None:
+        """Drop finished networks from the stack: they stay frozen and cost nothing more."""
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.rows = [self.rows[r] for r in keep]
+        if not keep:
+            return
+        self.theta = self.theta[idx]
+        self.opt.select(np.array(keep))
+        for name in ("wmask", "l1", "l2", "best"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value[idx])
+        for name in ("offsets", "val_valid", "val_count", "x_val", "y_val"):
+            setattr(self, name, getattr(self, name)[idx])
+        for name in ("samplers", "stoppers", "max_steps", "max_epochs"):
+            values = getattr(self, name)
+            setattr(self, name, [values[r] for r in keep])
+        self.steps, self.has_val = self.steps[keep], self.has_val[keep]
+        self.max_steps_a = np.array(self.max_steps)
+        self.batch = max(s.batch_size for s in self.samplers)
+
+
+def epoch_order(sampler: BatchSampler) -> torch.Tensor:
+    """One epoch of ``sampler``'s batches, concatenated: the rows in the order they are seen.
+
+    The same draws from the sampler's generator as ``torch.cat(list(sampler.epoch()))``, without
+    slicing the epoch into batch tensors first (tests check that both agree).
+    """
+    if sampler.mode == "full":  # the whole split every step; no random draws
+        return torch.arange(sampler.n, device=sampler.device)
+    if sampler.mode == "shuffle":  # (no epoch_state snapshot: batched runs do not resume)
+        return torch.randperm(sampler.n, generator=sampler.generator, device=sampler.device)
+    return torch.cat(list(sampler.epoch()))
+
+
+_KEY_NAMES = "activation, depth, optimizer family, loss, sampling, batch size, dtype and device"
+
+
+def _stopper(cfg: Config) -> EarlyStopping | None:
+    es = cfg.early_stopping
+    if not es.enabled:
+        return None
+    return EarlyStopping(es.monitor, patience=es.patience, min_delta=es.min_delta,
+                         relative=es.relative, start_from_epoch=es.start_from_epoch,
+                         restore_best=es.restore_best)

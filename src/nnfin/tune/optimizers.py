@@ -1,0 +1,195 @@
+"""SGD, Adam/AdamW and RMSprop on a stack of networks, with hyperparameters per network.
+
+Each update is a pure function of the flat (M, P) parameters, gradients and state, with the
+hyperparameters as (M, 1) columns, and follows ``torch.optim``'s formulas term by term
+(``_single_tensor_sgd``, ``_single_tensor_adam``, ``_single_tensor_rmsprop``): Adam's bias
+corrections are computed in double precision per network and ``eps`` is added after
+``sqrt(v) / sqrt(1 - beta2^t)``, as there. ``gd`` is SGD without momentum or weight decay.
+:class:`StackedOptimizer` keeps the state and freezes networks that are not ``active``:
+their parameters and state keep their values.
+
+>>> from nnfin.config import OptimConfig
+>>> theta = torch.ones(2, 3)                                # (M, P)
+>>> opt = StackedOptimizer([OptimConfig(name="sgd", lr=0.1), OptimConfig(name="gd", lr=0.5)],
+...                        theta)
+>>> opt.step(theta, torch.ones(2, 3), active=None)        # theta - lr * grad, lr per network
+tensor([[0.9000, 0.9000, 0.9000],
+        [0.5000, 0.5000, 0.5000]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from nnfin.config import OptimConfig
+
+FAMILIES = {"gd": "sgd", "sgd": "sgd", "adam": "adam", "adamw": "adam", "rmsprop": "rmsprop"}
+RMSPROP_ALPHA = 0.99  # torch.optim.RMSprop's default; nnfin does not change it
+
+
+def family(name: str) -> str:
+    """The update rule an optimizer name shares with others: ``sgd``, ``adam`` or ``rmsprop``."""
+    return FAMILIES[name]
+
+
+def sgd_update(theta: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor | None, *,
+               lr: torch.Tensor, momentum: torch.Tensor | None, weight_decay: torch.Tensor | None,
+               nesterov: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``torch.optim.SGD`` (dampening 0): returns new ``(theta, momentum_buffer)``.
+
+    A zero buffer and ``momentum`` 0 give the plain step ``theta - lr * grad`` exactly.
+    """
+    if weight_decay is not None:
+        grad = torch.addcmul(grad, weight_decay, theta)  # grad.add(theta, alpha=wd): fused
+    if momentum is not None and buf is not None:
+        buf = buf * momentum + grad  # the first step: 0 * m + g = g, torch's clone(grad)
+        grad = buf if nesterov is None else torch.where(
+            nesterov, torch.addcmul(grad, momentum, buf), buf)
+    return torch.addcmul(theta, -lr, grad), buf
+
+
+def adam_update(theta: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
+                exp_avg_sq: torch.Tensor, *, step_size: torch.Tensor, bc2_sqrt: torch.Tensor,
+                one_minus_beta1: torch.Tensor, beta2: torch.Tensor,
+                one_minus_beta2: torch.Tensor, eps: torch.Tensor,
+                weight_decay: torch.Tensor | None, decay_factor: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torch.optim.Adam`` (coupled ``weight_decay``) and ``AdamW`` (``decay_factor``
+    ``= 1 - lr * weight_decay``): returns new ``(theta, exp_avg, exp_avg_sq)``.
+
+    ``step_size = lr / (1 - beta1^t)`` and ``bc2_sqrt = sqrt(1 - beta2^t)`` per network;
+    ``1 - beta`` comes in precomputed, as torch computes it in double precision.
+    """
+    if weight_decay is not None:
+        grad = torch.addcmul(grad, weight_decay, theta)
+    if decay_factor is not None:
+        theta = theta * decay_factor
+    exp_avg = exp_avg.lerp(grad, one_minus_beta1)
+    # torch's addcmul_(g, g, value=1 - beta2) rounds once: v * beta2 + fma((1 - beta2) g, g)
+    exp_avg_sq = torch.addcmul(exp_avg_sq * beta2, one_minus_beta2 * grad, grad)
+    denom = exp_avg_sq.sqrt() / bc2_sqrt + eps
+    return theta + (-step_size) * exp_avg / denom, exp_avg, exp_avg_sq
+
+
+def rmsprop_update(theta: torch.Tensor, grad: torch.Tensor, square_avg: torch.Tensor,
+                   buf: torch.Tensor | None, *, lr: torch.Tensor, momentum: torch.Tensor | None,
+                   eps: torch.Tensor, weight_decay: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``torch.optim.RMSprop`` (alpha 0.99, not centered): new ``(theta, square_avg, buf)``."""
+    if weight_decay is not None:
+        grad = torch.addcmul(grad, weight_decay, theta)
+    square_avg = torch.addcmul(square_avg * RMSPROP_ALPHA, (1 - RMSPROP_ALPHA) * grad, grad)
+    avg = square_avg.sqrt() + eps
+    if momentum is not None and buf is not None:
+        buf = buf * momentum + grad / avg
+        return torch.addcmul(theta, -lr, buf), square_avg, buf
+    return theta + (-lr) * grad / avg, square_avg, None
+
+
+class StackedOptimizer:
+    """State and per-network hyperparameters for one optimizer family over an (M, P) stack.
+
+    ``configs`` holds one :class:`OptimConfig` per network, all of one :func:`family`.
+    """
+
+    def __init__(self, configs: Sequence[OptimConfig], theta: torch.Tensor) -> None:
+        families = {family(c.name) for c in configs}
+        if len(families) != 1:
+            raise ValueError(f"one optimizer family per stack, got {sorted(families)}")
+        self.family = families.pop()
+        self.names = [c.name for c in configs]
+        is_gd = np.array([c.name == "gd" for c in configs])
+        self.lr = np.array([c.lr for c in configs], dtype=np.float64)
+        self.beta1 = np.array([c.betas[0] for c in configs], dtype=np.float64)
+        self.beta2 = np.array([c.betas[1] for c in configs], dtype=np.float64)
+        decay = np.where(is_gd, 0.0, [c.weight_decay for c in configs])  # GD ignores it
+        decoupled = np.array([c.name == "adamw" for c in configs])
+        momentum = np.where(is_gd, 0.0, [c.momentum for c in configs])
+        self.steps = np.zeros(len(configs), dtype=np.int64)  # optimizer steps taken, per network
+        col = self._column
+        like = theta
+        self.h: dict[str, torch.Tensor | None] = {
+            "lr": col(self.lr, like), "eps": col([c.eps for c in configs], like),
+            "one_minus_beta1": col(1.0 - self.beta1, like), "beta2": col(self.beta2, like),
+            "one_minus_beta2": col(1.0 - self.beta2, like),
+            "momentum": col(momentum, like) if momentum.any() else None,
+            "nesterov": (col([c.nesterov for c in configs], like, torch.bool)
+                         if any(c.nesterov for c in configs) else None),
+            "weight_decay": (col(np.where(decoupled, 0.0, decay), like)
+                             if (decay * ~decoupled).any() else None),
+            "decay_factor": (col(1.0 - self.lr * np.where(decoupled, decay, 0.0), like)
+                             if (decay * decoupled).any() else None),
+        }
+        zeros = torch.zeros_like
+        self.state: dict[str, torch.Tensor | None] = {"buf": None, "exp_avg": None,
+                                                      "exp_avg_sq": None, "square_avg": None}
+        if self.family == "sgd":
+            self.state["buf"] = zeros(theta) if self.h["momentum"] is not None else None
+        elif self.family == "adam":
+            self.state["exp_avg"], self.state["exp_avg_sq"] = zeros(theta), zeros(theta)
+        else:
+            self.state["square_avg"] = zeros(theta)
+            self.state["buf"] = zeros(theta) if self.h["momentum"] is not None else None
+
+    @staticmethod
+    def _column(values, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Per-network values as an (M, 1) column on ``like``'s device (float64 -> its dtype)."""
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64 if dtype is None else bool))
+        return t.to(device=like.device, dtype=dtype or like.dtype).view(-1, 1)
+
+    def step(self, theta: torch.Tensor, grad: torch.Tensor, *, active: np.ndarray | None
+             ) -> torch.Tensor:
+        """One update; returns the new ``theta`` (M, P). ``active`` (M,) bool: who steps."""
+        h, s = self.h, self.state
+        self.steps += 1 if active is None else active
+        new: dict[str, torch.Tensor | None]
+        if self.family == "sgd":
+            t, buf = sgd_update(theta, grad, s["buf"], lr=h["lr"], momentum=h["momentum"],
+                                weight_decay=h["weight_decay"], nesterov=h["nesterov"])
+            new = {"buf": buf}
+        elif self.family == "adam":
+            step_size, bc2_sqrt = self._bias_corrections(theta)
+            t, m, v = adam_update(theta, grad, s["exp_avg"], s["exp_avg_sq"], step_size=step_size,
+                                  bc2_sqrt=bc2_sqrt, one_minus_beta1=h["one_minus_beta1"],
+                                  beta2=h["beta2"], one_minus_beta2=h["one_minus_beta2"],
+                                  eps=h["eps"], weight_decay=h["weight_decay"],
+                                  decay_factor=h["decay_factor"])
+            new = {"exp_avg": m, "exp_avg_sq": v}
+        else:
+            t, sq, buf = rmsprop_update(theta, grad, s["square_avg"], s["buf"], lr=h["lr"],
+                                        momentum=h["momentum"], eps=h["eps"],
+                                        weight_decay=h["weight_decay"])
+            new = {"square_avg": sq, "buf": buf}
+        if active is None:
+            self.state.update(new)
+            return t
+        keep = torch.as_tensor(active).to(theta.device).view(-1, 1)  # (M, 1)
+        for key, value in new.items():
+            old = s[key]
+            if value is not None and old is not None:
+                s[key] = torch.where(keep, value, old)
+        return torch.where(keep, t, theta)
+
+    def _bias_corrections(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``lr / (1 - beta1^t)`` and ``sqrt(1 - beta2^t)`` per network, (M, 1) each, with
+        Python's float power as torch.optim (NumPy's vectorised power may differ in the last bit)."""
+        step_size, bc2_sqrt = [], []
+        for lr, b1, b2, t in zip(self.lr.tolist(), self.beta1.tolist(), self.beta2.tolist(),
+                                 np.maximum(self.steps, 1).tolist(), strict=True):
+            step_size.append(lr / (1 - b1 ** float(t)))
+            bc2_sqrt.append((1 - b2 ** float(t)) ** 0.5)
+        return self._column(step_size, like), self._column(bc2_sqrt, like)
+
+    def select(self, rows: torch.Tensor | np.ndarray) -> None:
+        """Keep only the networks ``rows`` (when finished networks leave the stack)."""
+        idx = np.asarray(rows)
+        self.steps, self.lr = self.steps[idx], self.lr[idx]
+        self.beta1, self.beta2 = self.beta1[idx], self.beta2[idx]
+        self.names = [self.names[i] for i in idx]
+        for store in (self.h, self.state):
+            for key, value in store.items():
+                if value is not None:
+                    store[key] = value[torch.as_tensor(idx, device=value.device)]
