@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -66,8 +65,7 @@ class JobResult:
     steps: int
     best_epoch: int  # early stopping's best epoch, else the epoch of the lowest val (train) loss
     restored_epoch: int | None  # epoch whose weights early stopping restored
-    state_dict: dict[str, torch.Tensor] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    state_dict: dict[str, torch.Tensor] | None = None  # the model class's, on the CPU
 
     def _last(self, key: str) -> float:
         return self.history[-1].get(key, math.nan) if self.history else math.nan

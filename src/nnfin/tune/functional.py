@@ -186,6 +186,8 @@ def loss_and_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *,
     if kind == "sse":
         return diff.square().sum((1, 2)), 2.0 * diff
     m, b, o = diff.shape
+    if count is None and kind == "mse":  # full batches: torch's own 2 / N, as a Python float
+        return diff.square().sum((1, 2)) / (b * o), diff * (2.0 / (b * o))
     n = (count if count is not None else diff.new_full((m,), float(b))).clamp(min=1) * o
     norm = (1.0 / n).view(m, 1, 1)
     if kind == "mse":
