@@ -24,7 +24,7 @@ MSE is in the data's units. Peers:
 L2 is not the same quantity everywhere: nnfin adds ``L2 * sum w^2`` to the mean loss, scikit-learn
 adds ``alpha / 2 * ||W||^2 / batch`` to half the mean squared error. Everything runs on one CPU
 thread (``OMP_NUM_THREADS=1``), one fit at a time (``n_jobs=1``); wall times include everything
-each library does around its fits.
+each library does around its fits, after one untimed warm-up run of every peer.
 """
 
 from __future__ import annotations
@@ -189,11 +189,17 @@ def main() -> None:
           f"n = {args.n}, batch 64, 1-w-w-1 sigmoid on cos(x); torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread")
     runners = {"nnfin": run_nnfin, "nnfin-cv": run_nnfin_cv, "sklearn": run_sklearn, "skorch": run_skorch}
-    results: dict[str, dict[str, Any]] = {}
+    peers = []
     for name in args.peers.split(","):
         if name == "skorch" and importlib.util.find_spec("skorch") is None:
             print("skorch: not installed, skipped (pip install -r requirements-bench.txt)")
             continue
+        peers.append(name)
+    warm = argparse.Namespace(**{**vars(args), "epochs": 1, "folds": 2, "n": 200})
+    for name in peers:  # untimed: imports, first-call allocations and kernel selection
+        runners[name](warm)
+    results: dict[str, dict[str, Any]] = {}
+    for name in peers:
         print(f"{name}: running ...", flush=True)
         results[name] = runners[name](args)
     ref = results.get("nnfin", next(iter(results.values()), None))

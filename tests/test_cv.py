@@ -58,9 +58,9 @@ def test_scaling_and_early_stopping_use_only_the_folds_training_rows(monkeypatch
 
     monkeypatch.setattr(cvmod, "data_from_indices", spy)
     over = [*BASE, f"early_stopping.enabled={str(early_stopping).lower()}", "early_stopping.patience=2"]
-    res = nnfin.cv(overrides=over, folds=3, write=False)
     cfg = load_config(None, over)
     folds = make_folds(cfg, 3)
+    results = [cvmod.run_fold(cfg, folds, i) for i in range(3)]
     x = load_arrays(cfg.data)[0]
     for (idx_train, idx_val, idx_test, data), (train, held, fit, inner) in zip(seen, folds.splits,
                                                                                strict=True):
@@ -72,7 +72,7 @@ def test_scaling_and_early_stopping_use_only_the_folds_training_rows(monkeypatch
             assert np.array_equal(idx_train, train) and len(idx_val) == 0
         # the scaler is fitted on the rows the fold trains on
         np.testing.assert_allclose(data.scaler.x_mean.numpy().ravel(), x[idx_train].mean(0), rtol=1e-10)
-    assert len(res.folds) == 3
+    assert [r.fold for r in results] == [0, 1, 2]
 
 
 def test_cv_result_mean_std_and_files(tmp_path):
@@ -99,8 +99,8 @@ def test_fold_metric_matches_a_model_trained_by_hand_on_that_fold():
     from nnfin.train.loop import Trainer
 
     cfg = load_config(None, BASE)
-    res = nnfin.cv(cfg, folds=3, write=False)
     folds = make_folds(cfg, 3)
+    fold = cvmod.run_fold(cfg, folds, 1)
     train, held, _, _ = folds.splits[1]
     data = data_from_indices(folds.x, folds.y, train, held[:0], held, features=["x"], targets=["y"])
     torch.manual_seed(cfg.train.seed)
@@ -108,7 +108,7 @@ def test_fold_metric_matches_a_model_trained_by_hand_on_that_fold():
     Trainer(model, data, cfg).fit()
     pred = Run(cfg, model, data.scaler, ["x"], ["y"]).predict(data.x_test)
     ref = regression_metrics(data.y_test.double().numpy(), pred)
-    assert res.folds[1].metrics["mse"] == pytest.approx(ref["mse"], rel=1e-6)
+    assert fold.metrics["mse"] == pytest.approx(ref["mse"], rel=1e-6)
 
 
 def test_cli_cv_prints_folds_and_mean(cli, tmp_path):

@@ -12,6 +12,7 @@ import nnfin
 from conftest import FAST, assert_one_line_error
 from nnfin.config import Config, load_config
 from nnfin.tune import cv as cvmod
+from nnfin.tune import search
 from nnfin.tune.search import Objective, tune
 from nnfin.tune.space import Range, apply_params, grid_size, grid_values, parse_space
 from nnfin.tune.storage import Gate
@@ -83,10 +84,10 @@ def test_rerun_continues_the_study_and_runs_only_the_remaining_trials(tmp_path, 
             f"run.dir={tmp_path / 'run'}", "tune.refit=false", "run.plots=false"]
     first = tune(overrides=[*over, "tune.trials=2"])
     calls = []
-    real = cvmod.run_fold
-    monkeypatch.setattr(cvmod, "run_fold", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = search.evaluate_candidates
+    monkeypatch.setattr(search, "evaluate_candidates", lambda *a, **k: calls.append(1) or real(*a, **k))
     second = tune(overrides=[*over, "tune.trials=4"])
-    assert len(calls) == 2 * 2  # two more trials of two folds
+    assert len(calls) == 2  # two more trials
     assert second.completed == 4 and sorted(second.ranking["trial"]) == [0, 1, 2, 3]
     kept = second.ranking.set_index("trial").loc[[0, 1], "mean"]
     assert list(kept) == list(first.ranking.set_index("trial").loc[[0, 1], "mean"])
@@ -149,18 +150,18 @@ def test_pruning_on_a_search_counts_pruned_trials_in_the_budget():
 
 def test_ctrl_c_keeps_completed_trials_and_the_rerun_finishes_the_grid(tmp_path, monkeypatch):
     over = [*BASE, GRID, f"run.dir={tmp_path / 'run'}", "tune.refit=false", "run.plots=false"]
-    real, calls = cvmod.run_fold, []
+    real, calls = search.evaluate_candidates, []
 
-    def interrupt_on_fifth(*a, **k):
+    def interrupt_the_third_trial(*a, **k):
         calls.append(1)
-        if len(calls) == 5:  # first fold of the third trial
+        if len(calls) == 3:  # Ctrl-C while the third trial trains
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(cvmod, "run_fold", interrupt_on_fifth)
+    monkeypatch.setattr(search, "evaluate_candidates", interrupt_the_third_trial)
     res = tune(overrides=over)
     assert res.interrupted and res.completed == 2
-    monkeypatch.setattr(cvmod, "run_fold", real)
+    monkeypatch.setattr(search, "evaluate_candidates", real)
     res = tune(overrides=over)
     assert not res.interrupted and res.completed == 4
     done = complete(res)

@@ -105,15 +105,15 @@ def test_a_worker_killed_mid_trial_does_not_lose_the_study(tmp_path):
                        space='"optim.lr" = [0.003, 0.01, 0.03]\n"model.width" = [4, 8]')
     procs = start_workers(cfg, study, 3)
     pids = {p.pid: p for p in procs}
-    victim, killed_trial = None, None
+    victim, killed_trial, shared = None, None, None
     deadline = time.monotonic() + 120
     while victim is None and time.monotonic() < deadline:
         time.sleep(0.05)
         try:
-            running = by_state(load(study))["RUNNING"]
-        except Exception:  # the study does not exist yet
+            shared = shared or load(study)
+        except KeyError:  # the workers have not created the study yet
             continue
-        for t in running:
+        for t in by_state(shared)["RUNNING"]:
             pid = int(t.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
             if pid in pids and pids[pid].poll() is None:
                 victim, killed_trial = pids[pid], t.number

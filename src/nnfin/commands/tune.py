@@ -14,7 +14,7 @@ from nnfin.commands.fit import SetOption, report
 
 console = Console(highlight=False)
 
-FoldsOption = typer.Option(None, "--folds", "-k", help="K of the K-fold cross-validation ([tune] folds).")
+FoldsOption = typer.Option(None, "--folds", "-k", help="K of the K-fold cross-validation (\\[tune] folds).")
 RunDirOption = typer.Option(None, "--run-dir", "-o", help="Run folder (an existing search is continued).")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
@@ -55,13 +55,13 @@ def cv(
 
 
 def tune(
-    config: Path | None = typer.Argument(None, help="TOML config with a [tune] table."),
+    config: Path | None = typer.Argument(None, help="TOML config with a \\[tune] table."),
     set_: list[str] | None = SetOption,
     run_dir: str | None = RunDirOption,
     storage: str | None = typer.Option(None, "--storage", help="sqlite | sqlite:///f.db | "
-                                       "postgresql://user:pw@host/db | memory ([tune] storage)."),
-    study: str | None = typer.Option(None, "--study", help="Study name shared by workers ([tune] study)."),
-    trials: int | None = typer.Option(None, "--trials", "-n", help="Trials to complete ([tune] trials)."),
+                                       "postgresql://user:pw@host/db | memory (\\[tune] storage)."),
+    study: str | None = typer.Option(None, "--study", help="Study name shared by workers (\\[tune] study)."),
+    trials: int | None = typer.Option(None, "--trials", "-n", help="Trials to complete (\\[tune] trials)."),
     folds: int | None = FoldsOption,
     strategy: str | None = typer.Option(None, "--strategy", help="grid | random | bayes."),
     worker: bool = typer.Option(False, "--worker", help="Only run trials of a shared study; "
@@ -69,7 +69,7 @@ def tune(
     top: int = typer.Option(10, "--top", min=1, help="Rows of the ranking to show."),
     quiet: bool = QuietOption,
 ) -> None:
-    """Search [tune.space] by K-fold CV (grid, random or Bayesian), then refit and test the best."""
+    """Search \\[tune.space] by K-fold CV (grid, random or Bayesian), then refit and test the best."""
     from nnfin.tune.search import tune as api_tune
 
     overrides = list(set_ or [])

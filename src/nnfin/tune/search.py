@@ -225,6 +225,25 @@ def tune_dir(cfg: Config) -> tuple[Path, bool]:
     return new_run_dir(cfg), False
 
 
+def _storage_and_folder(cfg: Config, *, worker: bool, write: bool
+                        ) -> tuple[Any, str | None, Path | None, bool]:
+    """``(storage, url, run_dir, continued)``; a database is opened before the run folder is
+    made, so an unreachable one leaves no folder behind."""
+    tc = tune_section(cfg)
+    if worker and tc.storage in ("sqlite", "memory"):
+        raise ConfigError(f"[tune] storage = {tc.storage!r}: a worker needs a database that every "
+                          "worker reaches; give --storage postgresql://... (or sqlite:///shared.db)")
+    local = write and not worker
+    if local and tc.storage == "sqlite":  # the study lives in the run folder
+        run_dir, continued = tune_dir(cfg)
+        url = storage_url("sqlite", run_dir)
+        return open_storage(url, heartbeat=tc.heartbeat, retries=tc.retries), url, run_dir, continued
+    url = storage_url("memory" if tc.storage == "sqlite" else tc.storage, None)
+    storage = open_storage(url, heartbeat=tc.heartbeat, retries=tc.retries)
+    run_dir, continued = tune_dir(cfg) if local else (None, False)
+    return storage, url, run_dir, continued
+
+
 # ---------------------------------------------------------------------------------- API
 
 
@@ -248,18 +267,7 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
     check_values(cfg, params)
     budget = trial_budget(tc, params)
     folds = make_folds(cfg, tc.folds, seed=tc.seed, inner_val=tc.inner_val)
-    if worker and tc.storage in ("sqlite", "memory"):
-        raise ConfigError(f"[tune] storage = {tc.storage!r}: a worker needs a database that every "
-                          "worker reaches; give --storage postgresql://... (or sqlite:///shared.db)")
-    local = not worker and write
-    kind = tc.storage if local or tc.storage != "sqlite" else "memory"
-    external = kind != "sqlite"  # opened first: a refusal leaves no run folder behind
-    url = storage_url(kind, None) if external else None
-    storage = open_storage(url, heartbeat=tc.heartbeat, retries=tc.retries) if external else None
-    run_dir, continued = tune_dir(cfg) if local else (None, False)
-    if not external:
-        url = storage_url(tc.storage, run_dir)
-        storage = open_storage(url, heartbeat=tc.heartbeat, retries=tc.retries)
+    storage, url, run_dir, continued = _storage_and_folder(cfg, worker=worker, write=write)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     name = study_name(cfg, url, run_dir)

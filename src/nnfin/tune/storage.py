@@ -35,8 +35,8 @@ def storage_url(storage: str, run_dir: Path | None) -> str | None:
         return None
     if storage == "sqlite":
         if run_dir is None:
-            raise ConfigError("[tune] storage = 'sqlite' keeps the study in the run folder, which a "
-                              "worker has none of; give --storage sqlite:///path.db or postgresql://...")
+            raise ConfigError("[tune] storage = 'sqlite' keeps the study in a run folder, and there is "
+                              "none here; give --storage sqlite:///path.db or postgresql://...")
         return f"sqlite:///{run_dir / 'tune' / 'study.db'}"
     scheme = storage.split(":", 1)[0].split("+", 1)[0]
     if "://" not in storage or scheme not in SCHEMES:
