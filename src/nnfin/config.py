@@ -220,6 +220,8 @@ class TuneConfig(Section):
                            "one silent for 3x this is failed and retried")
     retries: int = Field(3, ge=0, description="retries of a trial whose worker died")
     refit: bool = Field(True, description="refit the best configuration and test it once")
+    batched: bool = Field(True, description="train folds and candidates the batched engine supports "
+                          "as stacks of networks (false: one model at a time)")
     space: dict[str, Any] = Field(default_factory=dict, description="dotted key -> candidates")
 
     @model_validator(mode="after")

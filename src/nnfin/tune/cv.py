@@ -114,6 +114,8 @@ class CVResult:
     metric: str
     folds: list[FoldResult] = field(default_factory=list)
     dir: Path | None = None
+    engine: str = "trainer"  # "batched" (stacked with other folds/candidates) or "trainer"
+    engine_note: str = ""  # e.g. "batched: 15 models in 3 groups", or why it ran one by one
 
     def values(self, metric: str | None = None) -> np.ndarray:
         key = METRIC_KEYS[metric or self.metric]
@@ -140,7 +142,8 @@ class CVResult:
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"metric": self.metric, "mean": self.mean, "std": self.std,
-                               "folds": len(self.folds), "time_s": self.time_s}
+                               "folds": len(self.folds), "time_s": self.time_s,
+                               "engine": self.engine, "engine_note": self.engine_note}
         for name in METRIC_KEYS:
             vals = self.values(name)
             out[name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
@@ -154,9 +157,7 @@ def run_fold(cfg: Config, folds: Folds, i: int, *, callbacks: Sequence[Any] = ()
     """Train ``cfg`` on fold ``i``'s training rows and score it on its held-out rows."""
     from nnfin.api import seed_everything
     from nnfin.device import resolve_device
-    from nnfin.metrics import regression_metrics
     from nnfin.models import build_model
-    from nnfin.runs import Run
     from nnfin.train.callbacks import EarlyStopping
     from nnfin.train.loop import Trainer
 
@@ -180,16 +181,35 @@ def run_fold(cfg: Config, folds: Folds, i: int, *, callbacks: Sequence[Any] = ()
     state = trainer.fit()
     if state.status == "interrupted":
         raise KeyboardInterrupt
-    if state.status == "diverged":
+    return score_fold(cfg, folds, i, data, model, status=state.status, epochs=state.epoch,
+                      time_s=state.elapsed, n_train=len(fit), restored_epoch=state.restored_epoch)
+
+
+def score_fold(cfg: Config, folds: Folds, i: int, data: Any, model: torch.nn.Module, *, status: str,
+               epochs: int, time_s: float, n_train: int,
+               restored_epoch: int | None = None) -> FoldResult:
+    """Metrics of a model trained on fold ``i`` on its held-out rows (``data``'s test split)."""
+    from nnfin.metrics import regression_metrics
+    from nnfin.runs import Run
+    from nnfin.train.losses import make_loss
+
+    held = folds.splits[i][1]
+    if status == "diverged":
         metrics = {k: (-math.inf if k == "r2" else math.inf) for k in METRIC_KEYS.values()}
         metrics["n"] = len(held)
     else:
         x_held, y_held = data.split("test", scaled=False)
         run = Run(cfg, model, data.scaler, folds.features, folds.targets)
         metrics = regression_metrics(y_held.double().cpu().numpy(), run.predict(x_held))
-        metrics["loss"] = trainer.evaluate("test")
-    return FoldResult(i, metrics, state.status, state.epoch, round(state.elapsed, 4), len(fit),
-                      len(held), state.restored_epoch)
+        loss_fn = make_loss(cfg.train.loss, huber_delta=cfg.train.huber_delta)
+        x, y = data.split("test")
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            metrics["loss"] = float(loss_fn(model(x), y))
+        model.train(was_training)
+    return FoldResult(i, metrics, status, epochs, round(time_s, 4), n_train, len(held),
+                      restored_epoch)
 
 
 FoldHook = Callable[[int, FoldResult, float], bool]
@@ -198,20 +218,47 @@ FoldHook = Callable[[int, FoldResult, float], bool]
 def evaluate_candidates(cfgs: Sequence[Config], folds: Folds, *, metric: str = "val_mse",
                         on_fold: FoldHook | None = None,
                         fold_callbacks: Callable[[int, int], Sequence[Any]] | None = None,
+                        batched: bool | None = None, max_bytes: int | None = None,
                         ) -> list[CVResult]:
     """Cross-validate each configuration on the same ``folds``.
 
     ``on_fold(candidate, fold_result, running_mean)`` runs after each fold; returning ``False``
     stops that candidate (pruning). ``fold_callbacks(candidate, fold)`` gives extra training
-    callbacks (e.g. a progress bar). Candidates are trained one after another here; an engine
-    that trains many models at once can replace this function.
+    callbacks (e.g. a progress bar) to candidates trained one by one.
+
+    With ``batched`` (default: each config's ``[tune] batched``, on) every candidate the
+    batched engine supports trains with all its folds - and with the other candidates - in
+    stacks (:mod:`nnfin.tune.cv_batched`, at most ``max_bytes`` each); its folds are reported
+    to ``on_fold`` once its group is done, so pruning cannot stop a batched group early. The
+    others train one by one with the Trainer. ``CVResult.engine`` says which path each took.
     """
+    from nnfin.tune.batched import unsupported_reason
+    from nnfin.tune.cv_batched import train_folds
+
+    notes: dict[int, str] = {}
+    stacked: list[int] = []
+    for c, cfg in enumerate(cfgs):
+        wanted = tune_section(cfg).batched if batched is None else batched
+        why = unsupported_reason(cfg) if wanted else "batching turned off ([tune] batched = false)"
+        if why is None:
+            stacked.append(c)
+        else:
+            notes[c] = f"one by one: {why}"
+    done = train_folds([cfgs[c] for c in stacked], folds, max_bytes=max_bytes)
+    pre = {c: done.folds[j] for j, c in enumerate(stacked)}
     results = []
     for c, cfg in enumerate(cfgs):
         res = CVResult(cfg, metric)
+        if c in pre:
+            res.engine, res.engine_note = "batched", done.describe()
+        else:
+            res.engine_note = notes[c]
         for i in range(folds.k):
-            extra = fold_callbacks(c, i) if fold_callbacks else ()
-            res.folds.append(run_fold(cfg, folds, i, callbacks=extra))
+            if c in pre:
+                res.folds.append(pre[c][i])
+            else:
+                extra = fold_callbacks(c, i) if fold_callbacks else ()
+                res.folds.append(run_fold(cfg, folds, i, callbacks=extra))
             if on_fold is not None and not on_fold(c, res.folds[-1], res.mean):
                 break
         results.append(res)
@@ -254,10 +301,14 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
         (res,) = evaluate_candidates(
             [cfg], plan, metric=tc.metric,
             fold_callbacks=(lambda c, i: [bar.epoch_callback(i)]) if bar else None)
+        if bar is not None:
+            bar.progress.update(bar.fold_task, completed=plan.k)
     finally:
         if bar is not None:
             bar.stop()
     res.dir = run_dir
+    if progress and console is not None:
+        console.print(res.engine_note)
     if run_dir is not None:
         from nnfin.runs import write_json
 
