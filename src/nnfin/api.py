@@ -20,6 +20,7 @@ import torch
 from nnfin import distributed
 from nnfin.config import Config, load_config
 from nnfin.data import Data, build_data
+from nnfin.data.finance_bridge import FINANCE_KINDS
 from nnfin.device import resolve_device
 from nnfin.errors import NNFinError
 from nnfin.io import save_model, versions
@@ -131,6 +132,10 @@ def finish_run(trainer: Trainer, run_dir: Path | None) -> Run:
     run.metrics = metrics
     if run_dir is not None:
         write_run(run, trainer)
+        if state.status in ("finished", "early-stopped") and cfg.data.kind in FINANCE_KINDS:
+            from nnfin.finance.report import write_report  # report/: metrics.csv, plots
+
+            write_report(run, trainer)
     return run
 
 

@@ -30,6 +30,7 @@ def _register() -> None:
     from nnfin.commands import explain as explain_cmd
     from nnfin.commands import fit as fit_cmd
     from nnfin.commands import predict as predict_cmd
+    from nnfin.commands import report as report_cmd
     from nnfin.commands import runs as runs_cmd
     from nnfin.commands import tune as tune_cmd
 
@@ -38,6 +39,7 @@ def _register() -> None:
     app.command("resume")(fit_cmd.resume)
     app.command("explain")(explain_cmd.explain)
     app.command("data")(data_cmd.data)
+    app.command("report")(report_cmd.report)
     app.command("cv")(tune_cmd.cv)
     app.command("tune")(tune_cmd.tune)
     app.command("lr-find")(tune_cmd.lr_find)
