@@ -88,7 +88,7 @@ def test_three_workers_complete_exactly_the_budget(tmp_path):
     numbers = [t.number for t in states["COMPLETE"]]
     assert len(set(numbers)) == 7
     assert len({tuple(sorted(t.params.items())) for t in states["COMPLETE"]}) == 7
-    assert len({t.user_attrs["worker"] for t in states["COMPLETE"]}) >= 2  # the work was shared
+    # (how the 7 split across workers depends on timing: a fast worker may take them all)
 
     # a plain nnfin tune on the finished study only reports and refits: no trial is added
     from nnfin.tune.search import tune
