@@ -65,6 +65,10 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
                 row[f"{tag}_{q}_{key}"] = float(m.loc[(split, q), key])
         if (split, "gamma_fd") in m.index:
             row[f"{tag}_gamma_fd_mae"] = float(m.loc[(split, "gamma_fd"), "mae"])
+    wide = rep.samples["test-wide"]
+    worst = int(abs(wide["delta_nn"] - wide["delta_bs"]).argmax())
+    row["wide_delta_worst_at"] = {f: round(float(v), 4) for f, v in zip(run.features, wide["x"][worst],
+                                                                        strict=True)}
     # a ReLU network's autograd gamma is 0: show the difference quotient of its delta instead
     row["wide_gamma_shown_mae"] = row.get("wide_gamma_fd_mae", row.get("wide_gamma_mae"))
     row["goal_mse"] = row["wide_price_mse"] <= GOALS["mse"]
@@ -120,7 +124,8 @@ def main() -> None:
         console.print(f"{r['variant']}: test-wide MSE {r['wide_price_mse']:.3g} "
                       f"(goal <= {GOALS['mse']:g}: {'met' if r['goal_mse'] else 'not met'}), "
                       f"max |delta err| {r['wide_delta_max_abs_error']:.3g} "
-                      f"(goal <= {GOALS['delta_max']:g}: {'met' if r['goal_delta'] else 'not met'})")
+                      f"(goal <= {GOALS['delta_max']:g}: {'met' if r['goal_delta'] else 'not met'}; "
+                      f"largest at {r['wide_delta_worst_at']})")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
