@@ -133,7 +133,7 @@ def test_updates_are_torch_optim_bit_for_bit(name, extra, dtype):
     refs = [cls([p], lr=lr, weight_decay=wd, foreach=False, **extra)
             for p, lr, wd in zip(params, lrs, decays, strict=True)]
     opt = StackedOptimizer([OptimConfig(name=name, lr=lr, weight_decay=wd, **extra)
-                            for lr, wd in zip(lrs, decays, strict=True)], theta)
+                            for lr, wd in zip(lrs, decays, strict=True)], theta, fused=False)
     for _ in range(6):
         grad = torch.randn(3, 50, dtype=dtype)
         for p, ref, g in zip(params, refs, grad, strict=True):
@@ -143,12 +143,54 @@ def test_updates_are_torch_optim_bit_for_bit(name, extra, dtype):
     assert torch.equal(theta, torch.stack([p.detach() for p in params]))
 
 
-def test_inactive_networks_keep_parameters_and_state():
-    theta = torch.ones(2, 4)
-    opt = StackedOptimizer([OptimConfig(name="adam", lr=0.1)] * 2, theta)
-    new = opt.step(theta, torch.ones(2, 4), active=np.array([True, False]))
-    assert torch.equal(new[1], theta[1]) and not torch.equal(new[0], theta[0])
-    assert opt.steps.tolist() == [1, 0] and float(opt.state["exp_avg"][1].abs().sum()) == 0
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_fused_adam_rows_follow_torch_fused_adam(name, dtype):
+    """The fused path (per-network rates and decays, several betas) against torch.optim's
+    fused Adam/AdamW on each network alone, and against the functional path."""
+    torch.manual_seed(0)
+    lrs, decays = [1e-2, 3e-3, 1e-1, 2e-2], [0.0, 0.05, 0.01, 0.0]
+    betas = [(0.9, 0.999), (0.9, 0.999), (0.8, 0.99), (0.9, 0.999)]
+    theta = torch.randn(4, 70, dtype=dtype)
+    start = theta.clone()
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    params = [torch.nn.Parameter(row.clone()) for row in theta]
+    refs = [cls([p], lr=lr, weight_decay=wd, betas=b, fused=True)
+            for p, lr, wd, b in zip(params, lrs, decays, betas, strict=True)]
+    cfgs = [OptimConfig(name=name, lr=lr, weight_decay=wd, betas=b)
+            for lr, wd, b in zip(lrs, decays, betas, strict=True)]
+    fused, plain = StackedOptimizer(cfgs, theta, fused=True), StackedOptimizer(cfgs, theta, fused=False)
+    assert fused.fused and not plain.fused and len(fused._kernel_groups) == 2
+    other = theta.clone()
+    for _ in range(8):
+        grad = torch.randn(4, 70, dtype=dtype)
+        for p, ref, g in zip(params, refs, grad, strict=True):
+            p.grad = g.clone()
+            ref.step()
+        fused.step(theta, grad.clone(), active=None)
+        plain.step(other, grad.clone(), active=None)
+    tol = 1e-6 if dtype == torch.float32 else 1e-14
+    expected = torch.stack([p.detach() for p in params])
+    torch.testing.assert_close(theta, expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(other, expected, rtol=tol, atol=tol)
+    assert not torch.equal(theta, start)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])
+def test_inactive_networks_keep_parameters_and_state(name, fused):
+    theta = torch.ones(3, 4)
+    start = theta.clone()
+    opt = StackedOptimizer([OptimConfig(name=name, lr=0.1, weight_decay=0.1, momentum=0.5)] * 3,
+                           theta, fused=fused)
+    active = np.array([True, False, True])
+    opt.step(theta, torch.ones(3, 4), active=active)
+    assert torch.equal(theta[1], start[1]) and not torch.equal(theta[0], start[0])
+    assert torch.equal(theta[0], theta[2])
+    assert opt.steps.tolist() == [1, 0, 1]
+    for value in opt.state.values():
+        if value is not None:
+            assert float(value[1].abs().sum()) == 0 and float(value[0].abs().sum()) > 0
 
 
 # -------------------------------------------------------- equivalence with the Trainer
@@ -292,9 +334,9 @@ def test_unsupported_configs_say_why(override, fragment):
 
 
 def test_plan_pads_only_when_it_pays():
-    cands = [config(f"model.neurons=[{w},{w}]") for w in (6, 8, 32)]
+    cands = [config(f"model.neurons=[{w},{w}]") for w in (6, 8, 128)]
     auto = plan_groups(cands, n_folds=5)
-    assert [g.widths for g in auto.groups] == [[8, 8], [32, 32]]
+    assert [g.widths for g in auto.groups] == [[8, 8], [128, 128]]
     assert len(plan_groups(cands, n_folds=5, pad_widths=True).groups) == 1
     assert len(plan_groups(cands, n_folds=5, pad_widths=False).groups) == 3
     tiny = plan_groups(cands, n_folds=5, max_bytes=1)

@@ -85,9 +85,10 @@ def test_rerun_continues_the_study_and_runs_only_the_remaining_trials(tmp_path, 
     first = tune(overrides=[*over, "tune.trials=2"])
     calls = []
     real = search.evaluate_candidates
-    monkeypatch.setattr(search, "evaluate_candidates", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(search, "evaluate_candidates",
+                        lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
     second = tune(overrides=[*over, "tune.trials=4"])
-    assert len(calls) == 2  # two more trials
+    assert calls == [2]  # the two remaining trials, trained together
     assert second.completed == 4 and sorted(second.ranking["trial"]) == [0, 1, 2, 3]
     kept = second.ranking.set_index("trial").loc[[0, 1], "mean"]
     assert list(kept) == list(first.ranking.set_index("trial").loc[[0, 1], "mean"])
@@ -149,7 +150,8 @@ def test_pruning_on_a_search_counts_pruned_trials_in_the_budget():
 
 
 def test_ctrl_c_keeps_completed_trials_and_the_rerun_finishes_the_grid(tmp_path, monkeypatch):
-    over = [*BASE, GRID, f"run.dir={tmp_path / 'run'}", "tune.refit=false", "run.plots=false"]
+    over = [*BASE, GRID, f"run.dir={tmp_path / 'run'}", "tune.refit=false", "run.plots=false",
+            "tune.batch_trials=1"]
     real, calls = search.evaluate_candidates, []
 
     def interrupt_the_third_trial(*a, **k):
@@ -168,6 +170,49 @@ def test_ctrl_c_keeps_completed_trials_and_the_rerun_finishes_the_grid(tmp_path,
     assert len({(r["optim.lr"], r["model.width"]) for _, r in done.iterrows()}) == 4  # the full grid
     states = [t.state.name for t in res.study.trials]
     assert states.count("FAIL") == 1 and states.count("COMPLETE") == 4
+
+
+def test_trials_are_asked_in_batches_and_trained_together(monkeypatch):
+    """Grid: all points in one call of the batched engine, with the same fold values as one
+    trial at a time; bayes: batches of [tune] batch_trials."""
+    calls = []
+    real = search.evaluate_candidates
+    monkeypatch.setattr(search, "evaluate_candidates",
+                        lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    together = tune(overrides=[*BASE, GRID], write=False)
+    assert calls == [4]
+    assert {t.user_attrs["engine"] for t in together.study.trials} == {"batched"}
+    assert all(len(t.user_attrs["batch"]) == 4 for t in together.study.trials)
+    calls.clear()
+    alone = tune(overrides=[*BASE, GRID, "tune.batch_trials=1"], write=False)
+    assert calls == [1, 1, 1, 1]
+    key = lambda r: (r["optim.lr"], r["model.width"])  # noqa: E731
+    a = {key(r): r["mean"] for _, r in together.ranking.iterrows()}
+    b = {key(r): r["mean"] for _, r in alone.ranking.iterrows()}
+    assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-4) for k in a)
+    calls.clear()
+    space = 'tune.space={"optim.lr" = {low = 1e-3, high = 0.1, log = true}}'
+    res = tune(overrides=[*BASE, "tune.strategy='bayes'", space, "tune.trials=7",
+                          "tune.batch_trials=3"], write=False)
+    assert calls == [3, 3, 1] and res.completed == 7
+
+
+def test_ctrl_c_in_a_batch_requeues_every_trial_of_it(tmp_path, monkeypatch):
+    over = [*BASE, GRID, f"run.dir={tmp_path / 'run'}", "tune.refit=false", "run.plots=false",
+            "tune.batch_trials=3"]
+    real = search.evaluate_candidates
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search, "evaluate_candidates", interrupt)
+    res = tune(overrides=over)
+    assert res.interrupted and res.completed == 0
+    assert [t.state.name for t in res.study.trials].count("FAIL") == 3
+    monkeypatch.setattr(search, "evaluate_candidates", real)
+    res = tune(overrides=over)
+    assert not res.interrupted and res.completed == 4
+    assert len({(r["optim.lr"], r["model.width"]) for _, r in complete(res).iterrows()}) == 4
 
 
 def test_cli_tune_prints_the_ranking_and_the_refit(cli, tmp_path):

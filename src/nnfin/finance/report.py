@@ -1,4 +1,4 @@
-"""The evaluation report of a finance run (Liu, Oosterlee & Bohte, 2019, Tables 4-7).
+"""The evaluation report of a finance run, with the metrics of Liu, Oosterlee & Bohte (2019).
 
 :func:`evaluate` scores a trained surrogate on three splits:
 
@@ -211,7 +211,8 @@ def _iv_section(run: Any, report: Report, iv_n: int, brentq: bool) -> pd.DataFra
     report.notes.append(
         f"IV solvers: {iv_n} calls of the paper's Table 8 setting (r = {TABLE8['r']}, "
         f"T = {TABLE8['tau']}, S0 = K = 1, sigma uniform in {list(TABLE8['sigma'])}); errors "
-        f"against the true sigma; network and Newton: best of 3 passes, brentq: one pass")
+        f"against the true sigma; network and Newton: best of 3 passes, brentq: one pass; these "
+        f"options sit on the forward-ATM kink of the time value, where IV networks err most")
     opts = run.config.data.options
     box, _ = resolve_ranges(run.config.data.kind, opts.get("ranges", "wide"), opts.get("overrides"))
     lo, hi = box["r"]

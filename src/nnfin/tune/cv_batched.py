@@ -103,6 +103,7 @@ def train_folds(cfgs: Sequence[Config], folds, *, max_bytes: int | None = None) 
                        in_dim=in_dim, out_dim=out_dim, max_bytes=max_bytes)
     cache: dict[tuple, tuple[Data, np.ndarray]] = {}
     models: dict[int, torch.nn.Module] = {}
+    scorers: dict[int, torch.nn.Module] = {}
 
     def data_for(c: int, i: int) -> tuple[Data, np.ndarray]:
         cfg = cfgs[c]
@@ -123,7 +124,9 @@ def train_folds(cfgs: Sequence[Config], folds, *, max_bytes: int | None = None) 
         trained = train_group(jobs, return_weights=True)
         share = (time.perf_counter() - tick) / len(jobs)
         for (c, i), job, res in zip(group.members, jobs, trained, strict=True):
-            model = copy.deepcopy(models[c]).to(device=job.data.x_train.device)
+            if c not in scorers:  # one model per candidate to score its folds with
+                scorers[c] = copy.deepcopy(models[c]).to(device=job.data.x_train.device)
+            model = scorers[c]
             model.load_state_dict(res.state_dict)
             fit = data_for(c, i)[1]
             results[c][i] = score_fold(cfgs[c], folds, i, job.data, model, status=res.status,

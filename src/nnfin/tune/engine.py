@@ -40,7 +40,8 @@ from nnfin.data import Data
 from nnfin.errors import ConfigError
 from nnfin.train.callbacks import EarlyStopping
 from nnfin.train.sampler import BatchSampler
-from nnfin.tune.functional import StackLayout, add_penalty, backward, flat_grads, forward, loss_and_grad
+from nnfin.tune.functional import (StackLayout, add_penalty_, backward, flat_grads, forward,
+                                   loss_and_grad, loss_grad, step_losses)
 from nnfin.tune.optimizers import StackedOptimizer, family
 
 
@@ -132,15 +133,20 @@ class _Stack:
         self.wmask = None if bool((wmask == 1).all()) else wmask.to(self.device, self.dtype)
         self.l1, self.l2 = self._penalty_lambdas()
         self.opt = StackedOptimizer([j.cfg.optim for j in jobs], self.theta)
+        self._buffers()
         # 2. batch order, lengths and early stopping per network
         self.samplers, self.max_steps, self.max_epochs = [], [], []
+        shared: dict[tuple[int, int], BatchSampler] = {}
         for job in jobs:
             n = job.data.scaled["x_train"].shape[0]
             if tc.sampling != "full" and tc.batch_size > n:
                 raise ConfigError(f"[train] batch_size = {tc.batch_size} is larger than the {n} "
                                   "training rows (lower it, or use sampling = 'full')")
             seed = job.cfg.train.seed if job.seed is None else job.seed
-            sampler = BatchSampler(n, tc.batch_size, tc.sampling, seed=seed, device=self.device)
+            # networks with the same seed and row count draw the same batch order: one sampler
+            # (one generator, advanced once per epoch) serves them all, as each would its own
+            sampler = shared.setdefault((seed, n), BatchSampler(n, tc.batch_size, tc.sampling,
+                                                                seed=seed, device=self.device))
             spe = sampler.steps_per_epoch
             it, ep = job.cfg.train.iterations, job.cfg.train.epochs
             self.max_steps.append(it if it is not None else ep * spe)
@@ -155,9 +161,17 @@ class _Stack:
         self.rows = list(range(m))  # job index of each row of the stack
         self.history: list[list[dict[str, float]]] = [[] for _ in jobs]
         self.results: list[JobResult | None] = [None] * m
+        self._scratch_models: dict[int, nn.Module] = {}
         self.epoch = 0
 
     # ------------------------------------------------------------------ setup
+
+    def _buffers(self) -> None:
+        """Layer views of ``theta`` (updated in place, so the views stay valid), the gradient
+        buffer and the doubled L2 lambdas; rebuilt when networks leave the stack."""
+        self.layers = self.layout.views(self.theta)
+        self.grad = torch.empty_like(self.theta)
+        self.l2_twice = None if self.l2 is None else 2.0 * self.l2
 
     def _stack_data(self) -> None:
         """All folds' scaled rows in one tensor per split, with each network's offsets."""
@@ -212,7 +226,11 @@ class _Stack:
     def _epoch_batches(self) -> tuple[torch.Tensor, np.ndarray]:
         """``(index (S, M, B), counts (S, M))``: every network's batches of this epoch, drawn by
         its own sampler, as rows of the stacked data; short and missing batches are padded."""
-        flats = [epoch_order(sampler) for sampler in self.samplers]
+        orders: dict[int, torch.Tensor] = {}
+        for sampler in self.samplers:
+            if id(sampler) not in orders:
+                orders[id(sampler)] = epoch_order(sampler)
+        flats = [orders[id(sampler)] for sampler in self.samplers]
         lengths = np.array([f.numel() for f in flats])
         b = self.batch
         s = int(max(math.ceil(n / b) for n in lengths))
@@ -225,43 +243,62 @@ class _Stack:
     def _run_epoch(self) -> tuple[torch.Tensor, np.ndarray]:
         index, counts = self._epoch_batches()
         n_steps, m = counts.shape
-        losses = torch.zeros(n_steps, m, device=self.device, dtype=self.dtype)
-        stepped = np.zeros((n_steps, m), dtype=bool)
+        # which network steps when: (S, M); the usual epoch (every network a full batch at
+        # every step, none at its step budget) needs no bookkeeping per step
+        has_batch = counts > 0
+        stepped = has_batch & (np.cumsum(has_batch, axis=0) <= (self.max_steps_a - self.steps))
+        all_full = bool((counts == self.batch).all())
+        plain = all_full and bool(stepped.all())
         counts_t = torch.as_tensor(counts, device=self.device, dtype=self.dtype)
         cols = torch.arange(self.batch, device=self.device)
-        for s in range(n_steps):
-            active = (counts[s] > 0) & (self.steps < self.max_steps_a)
-            if not active.any():
-                continue
-            full = bool((counts[s] == self.batch).all())
-            valid = None if full else cols.unsqueeze(0) < counts_t[s].unsqueeze(1)  # (M, B)
-            losses[s] = self._step(index[s], valid, None if full else counts_t[s],
-                                   None if active.all() else active)
-            stepped[s] = active
-            self.steps += active
-        return losses, stepped
+        out_dim = self.y.shape[1]
+        # the epoch's batches gathered in chunks of steps (one gather each, not two per step);
+        # each step's prediction errors are kept, and the chunk's losses computed at its end
+        chunk = max(1, _GATHER_BYTES // max(1, index[0].numel() * (self.x.shape[1] + 2 * out_dim)
+                                            * self.x.element_size()))
+        losses = []
+        for start in range(0, n_steps, chunk):
+            rows = index[start:start + chunk].reshape(-1)
+            xs = self.x.index_select(0, rows).view(-1, *index.shape[1:], self.x.shape[1])
+            ys = self.y.index_select(0, rows).view(-1, *index.shape[1:], out_dim)
+            diffs = torch.zeros_like(ys)  # (steps, M, B, out)
+            for j in range(xs.shape[0]):
+                s = start + j
+                if plain:
+                    self._step(xs[j], ys[j], diffs[j], None, None, None)
+                    continue
+                active = stepped[s]
+                if not active.any():
+                    continue
+                full = bool((counts[s] == self.batch).all())
+                valid = None if full else cols.unsqueeze(0) < counts_t[s].unsqueeze(1)  # (M, B)
+                self._step(xs[j], ys[j], diffs[j], valid, None if full else counts_t[s],
+                           None if active.all() else active)
+            k = diffs.shape[0]
+            step_counts = None if all_full else counts_t[start:start + k].reshape(-1)
+            losses.append(step_losses(diffs.view(k * m, self.batch, out_dim), self.loss,
+                                      count=step_counts, huber_delta=self.huber).view(k, m))
+        self.steps += stepped.sum(0)
+        return torch.cat(losses), stepped
 
-    def _step(self, index: torch.Tensor, valid: torch.Tensor | None, count: torch.Tensor | None,
-              active: np.ndarray | None) -> torch.Tensor:
-        """One optimizer step of every network on its batch ``index`` (M, B); losses (M,)."""
-        m, b = index.shape
-        xb = self.x.index_select(0, index.view(-1)).view(m, b, -1)  # (M, B, in)
-        yb = self.y.index_select(0, index.view(-1)).view(m, b, -1)  # (M, B, out)
-        layers = self.layout.views(self.theta)
-        pred, cache = forward(layers, xb, self.activation)
-        loss, g = loss_and_grad(pred, yb, self.loss, count=count, valid=valid,
-                                huber_delta=self.huber)
-        grad = add_penalty(flat_grads(backward(layers, cache, g, self.activation)),
-                           self.theta, self.l1, self.l2)  # (M, P)
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, diff: torch.Tensor,
+              valid: torch.Tensor | None, count: torch.Tensor | None,
+              active: np.ndarray | None) -> None:
+        """One optimizer step of every network on its batch: ``xb`` (M, B, in), ``yb`` (M, B,
+        out); the prediction errors go to ``diff`` (M, B, out), for the epoch's losses."""
+        pred, cache = forward(self.layers, xb, self.activation)
+        g = loss_grad(pred, yb, self.loss, out=diff, count=count, valid=valid,
+                      huber_delta=self.huber)
+        grad = flat_grads(backward(self.layers, cache, g, self.activation), out=self.grad)
+        add_penalty_(grad, self.theta, self.l1, self.l2_twice)  # (M, P)
         if self.wmask is not None:
-            grad = grad * self.wmask
-        self.theta = self.opt.step(self.theta, grad, active=active)
-        return loss
+            grad.mul_(self.wmask)
+        self.opt.step(self.theta, grad, active=active)
 
     @torch.no_grad()
     def _val_losses(self) -> torch.Tensor:
         """The training loss (no penalty) of every network on its whole validation split, (M,)."""
-        pred, _ = forward(self.layout.views(self.theta), self.x_val, self.activation, keep=False)
+        pred, _ = forward(self.layers, self.x_val, self.activation, keep=False)
         loss, _ = loss_and_grad(pred, self.y_val, self.loss, count=self.val_count,
                                 valid=self.val_valid, huber_delta=self.huber)
         return loss
@@ -337,12 +374,15 @@ class _Stack:
     @torch.no_grad()
     def _state_dict(self, job: Job, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """The network's own (unpadded) weights, as its model class's state dict."""
-        model = copy.deepcopy(job.model).to(dtype=self.dtype)
+        key = id(job.model)  # one working copy per initial model (folds share it)
+        if key not in self._scratch_models:
+            self._scratch_models[key] = copy.deepcopy(job.model).to(dtype=self.dtype)
+        model = self._scratch_models[key]
         for (w, b), (pw, pb) in zip(model.layers(), self.layout.views(flat.unsqueeze(0).cpu()),
                                     strict=True):
             w.copy_(pw[0, :w.shape[0], :w.shape[1]])
             b.copy_(pb[0, 0, :b.shape[0]])
-        return model.state_dict()
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def _keep(self, keep: list[int]) -> None:
         """Drop finished networks from the stack: they stay frozen and cost nothing more."""
@@ -364,6 +404,7 @@ class _Stack:
         self.steps, self.has_val = self.steps[keep], self.has_val[keep]
         self.max_steps_a = np.array(self.max_steps)
         self.batch = max(s.batch_size for s in self.samplers)
+        self._buffers()
 
 
 def epoch_order(sampler: BatchSampler) -> torch.Tensor:
@@ -379,6 +420,7 @@ def epoch_order(sampler: BatchSampler) -> torch.Tensor:
     return torch.cat(list(sampler.epoch()))
 
 
+_GATHER_BYTES = 64 * 2**20  # the most an epoch's gathered batches take at once
 _KEY_NAMES = "activation, depth, optimizer family, loss, sampling, batch size, dtype and device"
 
 

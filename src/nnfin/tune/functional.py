@@ -165,10 +165,12 @@ def backward(layers: Sequence[Layer], cache: Cache, g: torch.Tensor, activation:
     return grads[::-1]
 
 
-def flat_grads(grads: Sequence[Layer]) -> torch.Tensor:
-    """Layer gradients as one (M, P) tensor in the layout's order W1, b1, W2, b2, ..."""
+def flat_grads(grads: Sequence[Layer], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Layer gradients as one (M, P) tensor in the layout's order W1, b1, W2, b2, ...
+    (written into ``out`` when given)."""
     m = grads[0][0].shape[0]
-    return torch.cat([t.reshape(m, -1) for pair in grads for t in pair], dim=1)
+    parts = [t.reshape(m, -1) for pair in grads for t in pair]
+    return torch.cat(parts, dim=1) if out is None else torch.cat(parts, dim=1, out=out)
 
 
 def loss_and_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *,
@@ -201,6 +203,51 @@ def loss_and_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *,
     raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
 
 
+def loss_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *, out: torch.Tensor,
+              count: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+              huber_delta: float = 1.0) -> torch.Tensor:
+    """d loss_m / d pred (M, B, out) as :func:`loss_and_grad` computes it, without the loss:
+    the errors ``pred - target`` (zero on padded rows) are written to ``out``, from which
+    :func:`step_losses` gives the losses later (a training loop needs them once an epoch)."""
+    diff = torch.sub(pred, target, out=out)
+    if valid is not None:
+        diff.masked_fill_(~valid.unsqueeze(2), 0.0)
+    if kind == "sse":
+        return 2.0 * diff
+    m, b, o = diff.shape
+    if count is None and kind == "mse":
+        return diff * (2.0 / (b * o))
+    n = (count if count is not None else diff.new_full((m,), float(b))).clamp(min=1) * o
+    norm = (1.0 / n).view(m, 1, 1)
+    if kind == "mse":
+        return (2.0 * diff) * norm
+    if kind == "mae":
+        return diff.sign() * norm
+    if kind == "huber":
+        return diff.clamp(-huber_delta, huber_delta) * norm
+    raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+
+
+def step_losses(diff: torch.Tensor, kind: str, *, count: torch.Tensor | None = None,
+                huber_delta: float = 1.0) -> torch.Tensor:
+    """The losses of :func:`loss_and_grad` from stored errors ``diff`` (K, B, out), (K,)."""
+    if kind == "sse":
+        return diff.square().sum((1, 2))
+    k, b, o = diff.shape
+    if count is None and kind == "mse":
+        return diff.square().sum((1, 2)) / (b * o)
+    n = (count if count is not None else diff.new_full((k,), float(b))).clamp(min=1) * o
+    if kind == "mse":
+        return diff.square().sum((1, 2)) / n
+    if kind == "mae":
+        return diff.abs().sum((1, 2)) / n
+    if kind == "huber":
+        a = diff.abs()
+        elem = torch.where(a < huber_delta, 0.5 * diff.square(), huber_delta * (a - 0.5 * huber_delta))
+        return elem.sum((1, 2)) / n
+    raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+
+
 def add_penalty(grad: torch.Tensor, theta: torch.Tensor, l1: torch.Tensor | None,
                 l2: torch.Tensor | None) -> torch.Tensor:
     """Gradient of ``loss + l1 * sum|w| + l2 * sum w^2``: adds ``l1 sign(w) + l2 (2 w)``.
@@ -211,6 +258,16 @@ def add_penalty(grad: torch.Tensor, theta: torch.Tensor, l1: torch.Tensor | None
         grad = grad + l1 * theta.sign()
     if l2 is not None:
         grad = grad + l2 * (2.0 * theta)
+    return grad
+
+
+def add_penalty_(grad: torch.Tensor, theta: torch.Tensor, l1: torch.Tensor | None,
+                 l2_twice: torch.Tensor | None) -> torch.Tensor:
+    """:func:`add_penalty` in place, with ``l2_twice = 2 * l2`` precomputed (doubling is exact)."""
+    if l1 is not None:
+        grad.addcmul_(l1, theta.sign())
+    if l2_twice is not None:
+        grad.addcmul_(l2_twice, theta)
     return grad
 
 

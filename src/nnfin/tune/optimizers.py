@@ -1,12 +1,20 @@
 """SGD, Adam/AdamW and RMSprop on a stack of networks, with hyperparameters per network.
 
-Each update is a pure function of the flat (M, P) parameters, gradients and state, with the
+Each update is a function of the flat (M, P) parameters, gradients and state, with the
 hyperparameters as (M, 1) columns, and follows ``torch.optim``'s formulas term by term
 (``_single_tensor_sgd``, ``_single_tensor_adam``, ``_single_tensor_rmsprop``): Adam's bias
 corrections are computed in double precision per network and ``eps`` is added after
 ``sqrt(v) / sqrt(1 - beta2^t)``, as there. ``gd`` is SGD without momentum or weight decay.
-:class:`StackedOptimizer` keeps the state and freezes networks that are not ``active``:
-their parameters and state keep their values.
+
+On the CPU, Adam and AdamW run torch's fused Adam kernel (the one ``torch.optim.Adam(...,
+fused=True)`` and nnfin's single-model loop call) over the rows of the stack, each row with its
+own step count, in one call per distinct ``(betas, eps)``: the kernel takes one learning rate,
+so it writes the unit-rate update into a scratch tensor and each network's rate scales it
+(``theta + lr * update``; weight decay is applied per network before). That is a few kernel
+calls per step whatever the number of networks and learning rates.
+
+:class:`StackedOptimizer` keeps the state, updates ``theta`` in place and freezes networks that
+are not ``active``: their parameters and state keep their values.
 
 >>> from nnfin.config import OptimConfig
 >>> theta = torch.ones(2, 3)                                # (M, P)
@@ -95,7 +103,8 @@ class StackedOptimizer:
     ``configs`` holds one :class:`OptimConfig` per network, all of one :func:`family`.
     """
 
-    def __init__(self, configs: Sequence[OptimConfig], theta: torch.Tensor) -> None:
+    def __init__(self, configs: Sequence[OptimConfig], theta: torch.Tensor, *,
+                 fused: bool | None = None) -> None:
         families = {family(c.name) for c in configs}
         if len(families) != 1:
             raise ValueError(f"one optimizer family per stack, got {sorted(families)}")
@@ -133,6 +142,19 @@ class StackedOptimizer:
         else:
             self.state["square_avg"] = zeros(theta)
             self.state["buf"] = zeros(theta) if self.h["momentum"] is not None else None
+        available = self.family == "adam" and theta.device.type == "cpu" and hasattr(
+            torch, "_fused_adam_")
+        self.fused = available if fused is None else bool(fused) and available
+        self._rows: dict[str, list[torch.Tensor]] = {}
+        self._scratch: torch.Tensor | None = None
+        if self.fused:
+            # networks sharing (beta1, beta2, eps) share a kernel call
+            keys = [(float(b1), float(b2), float(c.eps))
+                    for b1, b2, c in zip(self.beta1, self.beta2, configs, strict=True)]
+            members: dict[tuple[float, float, float], list[int]] = {}
+            for i, key in enumerate(keys):
+                members.setdefault(key, []).append(i)
+            self._kernel_groups = {k: np.array(v, dtype=np.int64) for k, v in members.items()}
 
     @staticmethod
     def _column(values, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -142,9 +164,63 @@ class StackedOptimizer:
 
     def step(self, theta: torch.Tensor, grad: torch.Tensor, *, active: np.ndarray | None
              ) -> torch.Tensor:
-        """One update; returns the new ``theta`` (M, P). ``active`` (M,) bool: who steps."""
-        h, s = self.h, self.state
+        """One update of ``theta`` (M, P) in place (``grad`` may be overwritten); returns it.
+
+        ``active`` (M,) bool: the networks that step; the others keep parameters and state.
+        """
         self.steps += 1 if active is None else active
+        if self.fused:
+            self._fused_adam(theta, grad, active)
+            return theta
+        new_theta = self._functional_step(theta, grad, active)
+        return theta.copy_(new_theta)
+
+    def _fused_adam(self, theta: torch.Tensor, grad: torch.Tensor, active: np.ndarray | None
+                    ) -> None:
+        h, s = self.h, self.state
+        if h["weight_decay"] is not None:  # Adam's coupled decay: grad + wd * theta
+            grad.addcmul_(h["weight_decay"], theta)
+        if h["decay_factor"] is not None:  # AdamW: theta * (1 - lr * wd), only who steps
+            factor = h["decay_factor"]
+            if active is not None:
+                keep = torch.as_tensor(active).to(theta.device).view(-1, 1)
+                factor = torch.where(keep, factor, torch.ones_like(factor))
+            theta.mul_(factor)
+        if self._scratch is None or self._scratch.shape != theta.shape:
+            self._scratch = torch.zeros_like(theta)
+            self._rows = {}
+        update = self._scratch.zero_()
+        if not self._rows or self._rows["grad"][0].data_ptr() != grad.data_ptr():
+            # row views (valid while the stack keeps these tensors) and, per kernel call, its
+            # members' rows and a step-count tensor (refilled in place while counts agree)
+            self._rows = {name: list(t.unbind(0)) for name, t in (
+                ("update", update), ("grad", grad), ("exp_avg", s["exp_avg"]),
+                ("exp_avg_sq", s["exp_avg_sq"]))}
+            self._calls = [(key, members, [[self._rows[n][i] for i in members.tolist()]
+                                           for n in ("update", "grad", "exp_avg", "exp_avg_sq")],
+                            torch.zeros((), dtype=torch.float32))
+                           for key, members in self._kernel_groups.items()]
+        rows = self._rows
+        for (beta1, beta2, eps), members, lists, step_t in self._calls:
+            if active is not None and not active[members].all():
+                members = members[active[members]]
+                if len(members) == 0:
+                    continue
+                pick = members.tolist()
+                lists = [[rows[n][i] for i in pick]
+                         for n in ("update", "grad", "exp_avg", "exp_avg_sq")]
+            counts = self.steps[members]
+            if (counts == counts[0]).all():
+                steps = [step_t.fill_(float(counts[0]))] * len(members)
+            else:  # networks at different step counts (folds of unequal size)
+                steps = [torch.scalar_tensor(float(t), dtype=torch.float32) for t in counts.tolist()]
+            torch._fused_adam_(*lists, [], steps, lr=1.0, beta1=beta1, beta2=beta2,
+                               weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+        theta.addcmul_(h["lr"], update)  # frozen networks: update rows stay zero
+
+    def _functional_step(self, theta: torch.Tensor, grad: torch.Tensor,
+                         active: np.ndarray | None) -> torch.Tensor:
+        h, s = self.h, self.state
         new: dict[str, torch.Tensor | None]
         if self.family == "sgd":
             t, buf = sgd_update(theta, grad, s["buf"], lr=h["lr"], momentum=h["momentum"],
@@ -193,3 +269,9 @@ class StackedOptimizer:
             for key, value in store.items():
                 if value is not None:
                     store[key] = value[torch.as_tensor(idx, device=value.device)]
+        if self.fused:
+            remap = {old: new for new, old in enumerate(idx.tolist())}
+            groups = {k: np.array([remap[i] for i in v.tolist() if i in remap], dtype=np.int64)
+                      for k, v in self._kernel_groups.items()}
+            self._kernel_groups = {k: v for k, v in groups.items() if len(v)}
+            self._scratch, self._rows = None, {}

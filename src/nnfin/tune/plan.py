@@ -8,10 +8,10 @@ model says one padded stack is cheaper than separate ones, ``True`` always pads,
 never. Each stack is then cut to fit ``max_bytes`` (:func:`estimate_bytes` per network).
 
 >>> from nnfin.config import load_config
->>> cands = [load_config(None, [f"model.neurons=[{w},{w}]"]) for w in (6, 8, 32)]
+>>> cands = [load_config(None, [f"model.neurons=[{w},{w}]"]) for w in (6, 16, 128)]
 >>> plan = plan_groups(cands, n_folds=5)
 >>> [(len(g.members), g.widths) for g in plan.groups]
-[(10, [8, 8]), (5, [32, 32])]
+[(10, [16, 16]), (5, [128, 128])]
 """
 
 from __future__ import annotations
@@ -32,11 +32,14 @@ log = logging.getLogger("nnfin.tune.batched")
 DEFAULT_MAX_BYTES = 2 * 1024**3  # per stack: parameters, optimizer state, activations, data
 KEY_FIELDS = ("activation", "depth", "optimizer", "loss", "huber_delta", "sampling",
               "batch_size", "dtype", "device")
-# Step-cost model in "element operations" (about a nanosecond each on one CPU core): a stack
-# pays a fixed cost per step (some 40 kernel launches), then per network ~10 passes over its
-# activations, ~20 over its parameters and its GEMMs (far cheaper per multiply-add).
-STEP_OVERHEAD = 150_000
-ACT_PASSES, PARAM_PASSES, GEMM_WEIGHT = 10, 20, 0.12
+# Step-cost model in nanoseconds on one CPU core, fitted to stacks of sigmoid networks: a step
+# pays a fixed ~450 us (some 30 kernel calls), then per network ~2.5 ns per activation
+# element (forward, backward), ~2.5 ns per parameter (gradient, penalty, Adam) and ~0.15 ns
+# per multiply-add of its three GEMM passes. The fixed part dominates small networks, so
+# narrow widths pay to share a padded stack (6 and 16 wide: one stack of 16 takes ~0.7 ms a
+# step where two take ~1 ms); wide ones do not (6/16 with 32: 1.4 ms apart, 1.6 ms together).
+STEP_OVERHEAD = 450_000
+ACT_PASSES, PARAM_PASSES, GEMM_WEIGHT = 2.5, 2.5, 0.15
 
 
 @dataclass

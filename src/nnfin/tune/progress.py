@@ -51,6 +51,14 @@ class SearchProgress:
             shown = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in params.items())
             self.progress.update(self.trial_task, info=f"#{number}: {shown}")
 
+    def trials_started(self, numbers: list[int], params: list[dict[str, Any]]) -> None:
+        """Trials that train together: one is shown with its values, a batch by its numbers."""
+        if len(numbers) == 1:
+            self.trial_started(numbers[0], params[0])
+        elif self.trial_task is not None:
+            self.progress.update(self.trial_task, info=f"#{min(numbers)}-#{max(numbers)}: "
+                                 f"{len(numbers)} trials together")
+
     def trial_done(self, completed: int, best: float | None = None) -> None:
         if self.trial_task is not None:
             info = "" if best is None else f"best {best:.4g}"

@@ -37,6 +37,8 @@ from nnfin.tune.space import Param, apply_params, check_values, grid_size, grid_
 from nnfin.tune.storage import Gate, masked, open_storage, storage_url
 
 DEFAULT_TRIALS = 20  # random and bayes, when [tune] trials is not given
+MAX_BATCH = 64  # grid and random: trials asked for at once (all of them, up to this)
+BAYES_BATCH = 8  # bayes: each batch is sampled knowing the earlier ones (TPE's constant liar)
 POLL_S = 0.5  # how often a worker waiting for others' last trials looks again
 
 
@@ -77,12 +79,30 @@ def make_sampler(tc: TuneConfig, params: list[Param], seed: int) -> Any:
     import optuna
 
     if tc.strategy == "grid":  # the same seed everywhere: every worker shuffles the grid alike
-        return optuna.samplers.GridSampler({p.name: grid_values(p) for p in params}, seed=tc.seed)
+        return grid_sampler({p.name: grid_values(p) for p in params}, seed=tc.seed)
     if tc.strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if tc.sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
+def _grid_sampler_class() -> type:
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid sampler without its ``study.stop()`` once the grid is handed out
+        (which only works inside ``study.optimize``): :func:`run_trials` keeps the budget."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return GridSampler
+
+
+def grid_sampler(*args: Any, **kwargs: Any) -> Any:
+    """An instance of the grid sampler below (the class is built when Optuna is imported)."""
+    return _grid_sampler_class()(*args, **kwargs)
 
 
 def make_pruner(tc: TuneConfig) -> Any:
@@ -97,7 +117,7 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
     raw.pop("run", None)
     for key in ("device", "progress"):
         raw["train"].pop(key, None)
-    for key in ("trials", "storage", "study", "heartbeat", "retries", "refit"):
+    for key in ("trials", "storage", "study", "heartbeat", "retries", "refit", "batch_trials"):
         raw.get("tune", {}).pop(key, None)
     return raw
 
@@ -145,51 +165,152 @@ def counts(study: Any) -> tuple[int, int]:
     return done, sum(t.state == TrialState.RUNNING for t in trials)
 
 
+def trials_per_batch(tc: TuneConfig, base: Config, *, worker: bool = False) -> int:
+    """How many trials to ask for at once: ``[tune] batch_trials``, else the whole grid or
+    random budget (up to 64) or 8 for bayes (8 for a worker, so workers share the budget), and
+    1 where batches would not help (pruning, which judges a trial against completed ones, or
+    a config the batched engine cannot take)."""
+    from nnfin.tune.batched import unsupported_reason
+
+    if tc.batch_trials is not None:
+        return tc.batch_trials
+    if tc.pruning or not tc.batched or unsupported_reason(base) is not None:
+        return 1
+    return BAYES_BATCH if tc.strategy == "bayes" or worker else MAX_BATCH
+
+
 class Objective:
-    """One trial: suggest values, release the gate, cross-validate, report fold by fold."""
+    """Cross-validate trials: suggest values (under the gate), train every trial of a batch
+    together (:func:`~nnfin.tune.cv.evaluate_candidates`), report fold by fold, tell the study.
+
+    Called with one trial it returns its value (raises ``TrialPruned``), like an Optuna
+    objective; :meth:`run_batch` takes trials asked with ``study.ask()`` and tells them.
+    """
 
     def __init__(self, base: Config, params: list[Param], folds: Folds, metric: str, gate: Gate,
                  bar: Any = None) -> None:
         self.base, self.params, self.folds, self.metric = base, params, folds, metric
         self.gate, self.bar = gate, bar
-        self.current: int | None = None  # number of the trial this process is running
+        self.current: list[int] = []  # numbers of the trials this process is running
 
     def __call__(self, trial: Any) -> float:
-        import optuna
-
         values = suggest(trial, self.params)  # under the gate: grid points are handed out once
         self.gate.release()
-        self.current = trial.number
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        cfg = apply_params(self.base, values)
-        if self.bar is not None:
-            self.bar.trial_started(trial.number, values)
+        outcome = self.evaluate([trial], [values])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-        def on_fold(_: int, fold: FoldResult, running_mean: float) -> bool:
-            trial.report(running_mean, fold.fold)
-            return not trial.should_prune()
+    def evaluate(self, trials: list[Any], values: list[dict[str, Any]]) -> list[Any]:
+        """Cross-validate ``trials`` with their suggested ``values`` in one call; per trial its
+        mean metric or the ``TrialPruned`` to tell."""
+        import optuna
+
+        self.current = [t.number for t in trials]
+        cfgs = [apply_params(self.base, v) for v in values]
+        for trial in trials:
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        if self.bar is not None:
+            self.bar.trials_started([t.number for t in trials], values)
+
+        def on_fold(c: int, fold: FoldResult, running_mean: float) -> bool:
+            trials[c].report(running_mean, fold.fold)
+            return not trials[c].should_prune()
 
         ticks = (lambda c, i: [self.bar.epoch_callback(i)]) if self.bar is not None else None
-        (res,) = evaluate_candidates([cfg], self.folds, metric=self.metric, on_fold=on_fold,
-                                     fold_callbacks=ticks)
-        trial.set_user_attr("fold_values", [float(v) for v in res.values()])
-        trial.set_user_attr("std", res.std)
-        trial.set_user_attr("time_s", round(res.time_s, 3))
-        trial.set_user_attr("epochs", [f.epochs for f in res.folds])
-        if len(res.folds) < self.folds.k:
-            raise optuna.TrialPruned(f"pruned after {len(res.folds)} of {self.folds.k} folds")
-        return res.mean
+        results = evaluate_candidates(cfgs, self.folds, metric=self.metric, on_fold=on_fold,
+                                      fold_callbacks=ticks)
+        outcomes: list[Any] = []
+        for trial, res in zip(trials, results, strict=True):
+            trial.set_user_attr("fold_values", [float(v) for v in res.values()])
+            trial.set_user_attr("std", res.std)
+            trial.set_user_attr("time_s", round(res.time_s, 3))
+            trial.set_user_attr("epochs", [f.epochs for f in res.folds])
+            trial.set_user_attr("engine", res.engine)
+            if len(trials) > 1:
+                trial.set_user_attr("batch", self.current)
+            if len(res.folds) < self.folds.k:
+                outcomes.append(optuna.TrialPruned(f"pruned after {len(res.folds)} of "
+                                                   f"{self.folds.k} folds"))
+            else:
+                outcomes.append(res.mean)
+        return outcomes
+
+    def run_batch(self, study: Any, trials: list[Any], values: list[dict[str, Any]],
+                  callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> None:
+        """Evaluate asked ``trials`` under heartbeats and tell the study how each ended; an
+        error or Ctrl-C fails the whole batch and is raised again."""
+        from optuna.trial import TrialState
+
+        try:
+            with _Heartbeats(study, trials):
+                outcomes = self.evaluate(trials, values)
+        except BaseException:
+            for trial in trials:
+                study.tell(trial, state=TrialState.FAIL)
+            raise
+        for trial, outcome in zip(trials, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                frozen = study.tell(trial, state=TrialState.PRUNED)
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a NaN mean fails the trial, as optimize() does
+                    frozen = study.tell(trial, outcome)
+            for callback in callbacks:
+                callback(study, frozen)
 
 
-def run_trials(study: Any, objective: Callable[[Any], float], budget: int, gate: Gate, *,
-               on_trial_end: Callable[[Any, Any], None] | None = None, poll: float = POLL_S) -> None:
+class _Heartbeats:
+    """Beats for every trial of a batch while it trains (``study.optimize`` beats for its one
+    trial), so a database's stale-trial check does not fail them."""
+
+    def __init__(self, study: Any, trials: list[Any]) -> None:
+        import threading
+
+        storage = study._storage
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self.storage, self.interval = storage, interval
+        self.ids = [t._trial_id for t in trials]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True) if interval else None
+
+    @staticmethod
+    def beat(study: Any, trial: Any) -> None:
+        """One heartbeat for ``trial`` now: a trial that never beat is never found stale."""
+        storage = study._storage
+        if getattr(storage, "get_heartbeat_interval", lambda: None)():
+            storage.record_heartbeat(trial._trial_id)
+
+    def _beat(self) -> None:
+        while True:
+            for trial_id in self.ids:
+                self.storage.record_heartbeat(trial_id)
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> _Heartbeats:
+        if self.thread is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join()
+
+
+def run_trials(study: Any, objective: Objective, budget: int, gate: Gate, *,
+               on_trial_end: Callable[[Any, Any], None] | None = None, poll: float = POLL_S,
+               per_batch: int = 1) -> None:
     """Start trials until ``budget`` of them are COMPLETE or PRUNED in the study.
 
-    "Count, then start one" runs under the gate, so concurrent workers never overshoot. A
-    worker that finds the remaining trials all running elsewhere waits: one of them may die,
-    be failed by the heartbeat check and queued again, and then this worker takes it over.
+    "Count, then ask for up to ``per_batch`` trials" runs under the gate, so concurrent
+    workers never overshoot; the asked trials train together. A worker that finds the
+    remaining trials all running elsewhere waits: one of them may die, be failed by the
+    heartbeat check and queued again, and then this worker takes it over.
     """
     from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
 
     callbacks = [on_trial_end] if on_trial_end is not None else []
     while True:
@@ -200,19 +321,33 @@ def run_trials(study: Any, objective: Callable[[Any], float], budget: int, gate:
             done, running = counts(study)
             if done >= budget:
                 return
-            if done + running < budget:
-                study.optimize(objective, n_trials=1, gc_after_trial=False, callbacks=callbacks)
-                continue
+            trials: list[Any] = []
+            values: list[dict[str, Any]] = []
+            try:
+                for _ in range(max(0, min(per_batch, budget - done - running))):
+                    with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize":
+                        warnings.simplefilter("ignore")  # _Heartbeats beats for asked trials
+                        trials.append(study.ask())
+                    _Heartbeats.beat(study, trials[-1])  # from now on a dead worker shows
+                    objective.current = [t.number for t in trials]
+                    values.append(suggest(trials[-1], objective.params))
+            except BaseException:
+                for trial in trials:
+                    study.tell(trial, state=TrialState.FAIL)
+                raise
+        if trials:
+            objective.run_batch(study, trials, values, callbacks)
+            continue
         time.sleep(poll)
 
 
-def _requeue(study: Any, number: int | None, retries: int) -> None:
-    """After Ctrl-C, queue the interrupted trial again so the continued search redoes it."""
+def _requeue(study: Any, numbers: Sequence[int], retries: int) -> None:
+    """After Ctrl-C, queue the interrupted trials again so the continued search redoes them."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if t.number == number:
+        if t.number in numbers:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 RetryHeartbeatStaleTrialCallback(max_retry=retries)(study, t)
@@ -302,8 +437,11 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
             bar.trial_done(min(counts(study)[0], budget), best)
 
     interrupted = False
+    per_batch = trials_per_batch(tc, cfg, worker=worker)
+    if per_batch > 1:
+        notes.append(f"up to {per_batch} trials at a time, cross-validated together")
     try:
-        run_trials(study, objective, budget, gate, on_trial_end=on_trial_end)
+        run_trials(study, objective, budget, gate, on_trial_end=on_trial_end, per_batch=per_batch)
     except KeyboardInterrupt:
         interrupted = True
         _requeue(study, objective.current, tc.retries)
