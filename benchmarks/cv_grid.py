@@ -21,12 +21,16 @@ MSE is in the data's units. Peers:
 * ``skorch``  - ``GridSearchCV`` over ``skorch.NeuralNetRegressor`` (torch Adam, L2 as
   ``weight_decay = 2 * L2``, which is nnfin's ``L2 * sum w^2``) in the same pipeline.
 
-Every peer starts from Glorot-uniform weights (scikit-learn's initialisation; nnfin's
-``model.init = "xavier"``; skorch uses torch's default), so the CV MSEs compare the training,
-not the starting points. nnfin's throughput is also printed as FLOP/s - the multiply-adds of the
-60 fits' forward and backward passes at their own widths (3 x 2 x batch x sum(in x out) per
-step), over the wall time - next to the machine's float32 ``torch.mm`` peak measured in the
-same run on the same thread (best of 1024^2 and 2048^2 products, before and after).
+Each library initialises the weights its own way (nnfin and skorch as torch's ``nn.Linear``,
+scikit-learn uniformly in +-sqrt(2 / (fan_in + fan_out)) for logistic units). At this error level
+the best CV MSE depends on the seed as much as on the library: ``--seeds K`` retrains each
+peer's best configuration with K - 1 more seeds (nnfin: ``train.seed``, scikit-learn:
+``random_state``; skorch is left out, it is too slow) and prints the spread.
+
+nnfin's throughput is also printed as FLOP/s - the multiply-adds of the 60 fits' forward and
+backward passes at their own widths (3 x 2 x batch x sum(in x out) per step), over the wall
+time - next to the machine's float32 ``torch.mm`` peak measured in the same run on the same
+thread (best of 1024^2 and 2048^2 products, before and after).
 
 L2 is not the same quantity everywhere: nnfin adds ``L2 * sum w^2`` to the mean loss, scikit-learn
 adds ``alpha / 2 * ||W||^2 / batch`` to half the mean squared error. Everything runs on one CPU
@@ -61,8 +65,7 @@ def grid() -> list[dict[str, Any]]:
 def nnfin_overrides(args: argparse.Namespace) -> list[str]:
     return [f"data.n={args.n}", "data.split=[1.0, 0.0, 0.0]", "train.device='cpu'",
             f"train.epochs={args.epochs}", "train.batch_size=64", "train.progress=false",
-            "model.activation='sigmoid'", "model.init='xavier'", "optim.name='adam'",
-            f"tune.folds={args.folds}",
+            "model.activation='sigmoid'", "optim.name='adam'", f"tune.folds={args.folds}",
             "tune.seed=0", "tune.strategy='grid'"]
 
 
@@ -142,6 +145,45 @@ def _search(estimator: Any, param_grid: dict[str, list], args: argparse.Namespac
     return {"wall_s": wall, "cv_mse": -search.best_score_, "best": best}
 
 
+def seeds_nnfin(args: argparse.Namespace, best: dict[str, Any], seeds: range) -> list[float]:
+    """CV MSE of nnfin's best configuration for each seed (all seeds trained together)."""
+    from nnfin.config import load_config
+    from nnfin.tune.cv import evaluate_candidates, make_folds
+
+    base = load_config(None, nnfin_overrides(args))
+    cfgs = [load_config(base, [f"model.neurons=[{best['width']}, {best['width']}]",
+                               f"optim.lr={best['lr']}", f"penalty.l2={best['l2']}",
+                               f"train.seed={seed}"]) for seed in seeds]
+    return [r.mean for r in evaluate_candidates(cfgs, make_folds(base, args.folds, seed=0),
+                                                metric="val_mse")]
+
+
+def seeds_sklearn(args: argparse.Namespace, best: dict[str, Any], seeds: range) -> list[float]:
+    """CV MSE of scikit-learn's best configuration for each ``random_state``."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = data(args)
+    out = []
+    for seed in seeds:
+        mlp = MLPRegressor(hidden_layer_sizes=(best["width"], best["width"]), activation="logistic",
+                           solver="adam",
+                           alpha=best["l2"], batch_size=64, learning_rate_init=best["lr"],
+                           max_iter=args.epochs, early_stopping=False,
+                           n_iter_no_change=args.epochs + 1, tol=0.0, random_state=seed)
+        est = TransformedTargetRegressor(make_pipeline(StandardScaler(), mlp),
+                                         transformer=StandardScaler())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores = cross_val_score(est, x, y.ravel(), scoring="neg_mean_squared_error",
+                                     cv=KFold(args.folds, shuffle=True, random_state=0))
+        out.append(float(-scores.mean()))
+    return out
+
+
 def run_sklearn(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.neural_network import MLPRegressor
@@ -210,6 +252,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="retrain each peer's best configuration with this many seeds")
     parser.add_argument("--peers", default="nnfin,nnfin-cv,sklearn,skorch",
                         help="comma-separated subset of nnfin, nnfin-cv, sklearn, skorch")
     args = parser.parse_args()
@@ -248,6 +292,16 @@ def main() -> None:
             others = [f"{results[o]['wall_s'] / results[name]['wall_s']:.1f}x faster than {o}"
                       for o in ("sklearn", "skorch") if o in results]
             print(f"{name}: {', '.join(others) or 'no peer run'}")
+    if args.seeds > 1:
+        print(f"\nbest configuration's CV MSE over {args.seeds} seeds (the first is the search's):")
+        spread = {"nnfin-cv": seeds_nnfin, "sklearn": seeds_sklearn}
+        for name, fn in spread.items():
+            if name in results:
+                b = results[name]["best"]
+                values = fn(args, b, range(args.seeds))
+                print(f"{name:<10}({b['width']}, {b['lr']:g}, {b['l2']:g}): median "
+                      f"{np.median(values):.3e}, min {min(values):.3e}, max {max(values):.3e}  "
+                      f"[{', '.join(f'{v:.2e}' for v in values)}]")
     peak = sum(peaks) / len(peaks)
     flops = train_flops(args)
     print(f"\nsgemm peak (float32 torch.mm, 1 thread): {peaks[0]:.1f} GFLOP/s before, "

@@ -83,6 +83,43 @@ def test_hand_written_backward_equals_autograd(act, loss):
     torch.testing.assert_close(mine, ref, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("widths", [[1, 5, 7, 1], [3, 4, 2], [2, 6, 6, 6, 1]])
+def test_training_step_with_biases_in_the_products_equals_autograd(act, widths):
+    """forward_step/backward_step (biases as the last weight row, [h, 1] activations): the
+    same outputs as the plain forward and the gradients autograd finds."""
+    torch.manual_seed(1)
+    layout = StackLayout(widths)
+    m, b = 3, 11
+    theta = torch.randn(m, layout.n_params, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(m, b, widths[0], dtype=torch.float64)
+    y = torch.randn(m, b, widths[-1], dtype=torch.float64)
+    buffers = fn.StepBuffers(layout, m, b, theta.detach())
+    weights = buffers.weights(theta.detach())
+    x1 = torch.cat([x, torch.ones(m, b, 1, dtype=torch.float64)], 2)
+    out, cache = fn.forward_step(weights, x1, act, buffers)
+    ref_out, _ = forward(layout.views(theta), x, act, keep=False)
+    torch.testing.assert_close(out, ref_out.detach(), rtol=1e-13, atol=1e-13)
+    g = fn.loss_grad(out, y, "mse", out=torch.empty_like(out))
+    mine = flat_grads(fn.backward_step(weights, cache, g, act))
+    value, _ = loss_and_grad(ref_out, y, "mse")
+    (ref,) = torch.autograd.grad(value.sum(), theta)
+    torch.testing.assert_close(mine, ref, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("loss", ["mse", "sse", "mae", "huber"])
+def test_losses_from_stored_errors_equal_the_step_losses(loss):
+    torch.manual_seed(2)
+    pred, y = torch.randn(4, 9, 2, dtype=torch.float64), torch.randn(4, 9, 2, dtype=torch.float64)
+    valid = torch.rand(4, 9) > 0.3
+    count = valid.sum(1).double()
+    value, grad = loss_and_grad(pred, y, loss, count=count, valid=valid, huber_delta=0.7)
+    diff = torch.empty_like(pred)
+    g = fn.loss_grad(pred, y, loss, out=diff, count=count, valid=valid, huber_delta=0.7)
+    assert torch.equal(g, grad)
+    assert torch.equal(fn.step_losses(diff, loss, count=count, huber_delta=0.7), value)
+
+
 @pytest.mark.parametrize("loss,fn", [("mse", F.mse_loss), ("mae", F.l1_loss),
                                      ("huber", F.huber_loss)])
 def test_masked_loss_is_the_mean_over_real_rows(loss, fn):

@@ -40,8 +40,18 @@ from nnfin.data import Data
 from nnfin.errors import ConfigError
 from nnfin.train.callbacks import EarlyStopping
 from nnfin.train.sampler import BatchSampler
-from nnfin.tune.functional import (StackLayout, add_penalty_, backward, flat_grads, forward,
-                                   loss_and_grad, loss_grad, step_losses)
+from nnfin.tune.functional import (
+    StackLayout,
+    StepBuffers,
+    add_penalty_,
+    backward_step,
+    flat_grads,
+    forward,
+    forward_step,
+    loss_and_grad,
+    loss_grad,
+    step_losses,
+)
 from nnfin.tune.optimizers import StackedOptimizer, family
 
 
@@ -133,7 +143,6 @@ class _Stack:
         self.wmask = None if bool((wmask == 1).all()) else wmask.to(self.device, self.dtype)
         self.l1, self.l2 = self._penalty_lambdas()
         self.opt = StackedOptimizer([j.cfg.optim for j in jobs], self.theta)
-        self._buffers()
         # 2. batch order, lengths and early stopping per network
         self.samplers, self.max_steps, self.max_epochs = [], [], []
         shared: dict[tuple[int, int], BatchSampler] = {}
@@ -153,6 +162,7 @@ class _Stack:
             self.max_epochs.append(math.ceil(it / spe) if it is not None else ep)
             self.samplers.append(sampler)
         self.batch = max(s.batch_size for s in self.samplers)  # B: columns of a step's batch
+        self._buffers()
         self.steps = np.zeros(m, dtype=np.int64)
         self.max_steps_a = np.array(self.max_steps)
         self.stoppers = [_stopper(j.cfg) for j in jobs]
@@ -170,6 +180,8 @@ class _Stack:
         """Layer views of ``theta`` (updated in place, so the views stay valid), the gradient
         buffer and the doubled L2 lambdas; rebuilt when networks leave the stack."""
         self.layers = self.layout.views(self.theta)
+        self.buffers = StepBuffers(self.layout, self.theta.shape[0], self.batch, self.theta)
+        self.weights = self.buffers.weights(self.theta)  # [W; b] per layer, for training steps
         self.grad = torch.empty_like(self.theta)
         self.l2_twice = None if self.l2 is None else 2.0 * self.l2
 
@@ -188,6 +200,7 @@ class _Stack:
             n_tr += d.scaled["x_train"].shape[0]
             n_va += d.scaled["x_val"].shape[0]
         self.x, self.y, x_val, y_val = (torch.cat(parts[k]) for k in parts)  # (N_all, in/out)
+        self.x = torch.cat([self.x, torch.ones_like(self.x[:, :1])], 1)  # [x, 1]: see StepBuffers
         self.offsets = torch.tensor([start[id(j.data)][0] for j in self.jobs], device=self.device)
         n_val = [j.data.scaled["x_val"].shape[0] for j in self.jobs]
         self.has_val = np.array(n_val) > 0
@@ -198,7 +211,7 @@ class _Stack:
         self.val_valid = cols.unsqueeze(0) < torch.tensor(n_val, device=self.device).unsqueeze(1)
         self.val_count = torch.tensor(n_val, device=self.device, dtype=self.dtype)
         if x_val.shape[0] == 0:  # no validation rows anywhere: nothing to gather
-            x_val, y_val = self.x[:1], self.y[:1]
+            x_val, y_val = self.x[:1, :-1], self.y[:1]
         idx = idx.clamp(max=x_val.shape[0] - 1)  # networks without validation rows: masked
         self.x_val, self.y_val = x_val[idx], y_val[idx]  # (M, V, in), (M, V, out)
 
@@ -286,10 +299,10 @@ class _Stack:
               active: np.ndarray | None) -> None:
         """One optimizer step of every network on its batch: ``xb`` (M, B, in), ``yb`` (M, B,
         out); the prediction errors go to ``diff`` (M, B, out), for the epoch's losses."""
-        pred, cache = forward(self.layers, xb, self.activation)
+        pred, cache = forward_step(self.weights, xb, self.activation, self.buffers)
         g = loss_grad(pred, yb, self.loss, out=diff, count=count, valid=valid,
                       huber_delta=self.huber)
-        grad = flat_grads(backward(self.layers, cache, g, self.activation), out=self.grad)
+        grad = flat_grads(backward_step(self.weights, cache, g, self.activation), out=self.grad)
         add_penalty_(grad, self.theta, self.l1, self.l2_twice)  # (M, P)
         if self.wmask is not None:
             grad.mul_(self.wmask)

@@ -165,11 +165,97 @@ def backward(layers: Sequence[Layer], cache: Cache, g: torch.Tensor, activation:
     return grads[::-1]
 
 
-def flat_grads(grads: Sequence[Layer], out: torch.Tensor | None = None) -> torch.Tensor:
+# ------------------------------------------------------- training steps: biases in the GEMMs
+
+
+class StepBuffers:
+    """Per-stack buffers of a training step for :func:`forward_step`/:func:`backward_step`.
+
+    Layer k's weight and bias sit next to each other in ``theta`` (W_k, then b_k), so
+    ``theta[:, W_k start : b_k end]`` viewed as (M, in + 1, out) is W_k with b_k as its last
+    row. A hidden layer's output is written into an (M, B, width + 1) buffer whose last column
+    is 1: the next layer is then one ``bmm`` (the bias comes with the product) and its weight
+    and bias gradients are one ``bmm`` too (``[h, 1]^T g``), where separate bias terms would
+    cost an addition and a reduction each.
+
+    >>> layout = StackLayout([1, 6, 6, 1])
+    >>> theta = torch.zeros(3, layout.n_params)
+    >>> buffers = StepBuffers(layout, 3, 64, theta)
+    >>> [tuple(w.shape) for w in buffers.weights(theta)]
+    [(3, 2, 6), (3, 7, 6), (3, 7, 1)]
+    """
+
+    def __init__(self, layout: StackLayout, m: int, batch: int, like: torch.Tensor) -> None:
+        self.layout, self.m, self.batch = layout, m, batch
+        self.hidden = [torch.ones(m, batch, w + 1, device=like.device, dtype=like.dtype)
+                       for w in layout.widths[1:-1]]
+
+    def weights(self, theta: torch.Tensor) -> list[torch.Tensor]:
+        """``[W_k; b_k]`` as (M, in + 1, out) views of ``theta`` (M, P)."""
+        m = theta.shape[0]
+        return [theta[:, w0:end].view(m, i + 1, o)
+                for (i, o), (w0, _, end) in zip(self.layout._shapes(), self.layout.slices,
+                                                 strict=True)]
+
+
+def _act_into(activation: str, z: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[...] = act(z)`` with one kernel where torch has an ``out=`` form."""
+    if activation in ("sigmoid", "tanh"):
+        getattr(torch, activation)(z, out=out)
+    elif activation == "relu":
+        torch.clamp(z, min=0, out=out)
+    else:
+        out.copy_(ACTIVATION_FUNCTIONS[activation](z))
+
+
+def forward_step(weights: Sequence[torch.Tensor], x: torch.Tensor, activation: str,
+                 buffers: StepBuffers) -> tuple[torch.Tensor, Cache]:
+    """:func:`forward` for a training step with :class:`StepBuffers` (biases inside the
+    products); ``x`` is (M, B, in + 1) with a last column of ones."""
+    inputs: list[torch.Tensor] = []  # [x, 1], [h1, 1], ...
+    pre: list[torch.Tensor] = []
+    h = x
+    last = len(weights) - 1
+    for k, w in enumerate(weights):
+        inputs.append(h)
+        one_input = k == 0 and w.shape[1] == 2  # a broadcast product beats a K = 2 GEMM
+        z = torch.addcmul(w[:, 1:], h[..., :1], w[:, :1]) if one_input else torch.bmm(h, w)
+        if k == last:
+            return z, (inputs, pre)
+        if activation in _NEEDS_INPUT:
+            pre.append(z)
+        h = buffers.hidden[k]
+        _act_into(activation, z, h[..., :-1])
+    raise ValueError("a network needs at least one layer")
+
+
+def backward_step(weights: Sequence[torch.Tensor], cache: Cache, g: torch.Tensor,
+                  activation: str) -> list[torch.Tensor]:
+    """``[d[W_k; b_k]]``, (M, in + 1, out) each, from ``g`` = d loss / d output."""
+    inputs, pre = cache
+    grads: list[torch.Tensor] = []
+    for k in range(len(weights) - 1, -1, -1):
+        h = inputs[k]  # (M, B, i + 1)
+        grads.append(torch.bmm(h.transpose(1, 2), g))
+        if k == 0:
+            break
+        w = weights[k][:, :-1]  # W_k without its bias row: (M, i, o)
+        gh = g * w.transpose(1, 2) if w.shape[2] == 1 else torch.bmm(g, w.transpose(1, 2))
+        g = activation_backward(gh, activation, h[..., :-1], pre[k - 1] if pre else None)
+    return grads[::-1]
+
+
+def flat_grads(grads: Sequence[Layer] | Sequence[torch.Tensor], out: torch.Tensor | None = None
+               ) -> torch.Tensor:
     """Layer gradients as one (M, P) tensor in the layout's order W1, b1, W2, b2, ...
-    (written into ``out`` when given)."""
-    m = grads[0][0].shape[0]
-    parts = [t.reshape(m, -1) for pair in grads for t in pair]
+    (written into ``out`` when given); ``grads`` holds ``(dW, db)`` pairs or, from
+    :func:`backward_step`, one ``d[W; b]`` per layer."""
+    if isinstance(grads[0], torch.Tensor):
+        m = grads[0].shape[0]
+        parts = [t.reshape(m, -1) for t in grads]
+    else:
+        m = grads[0][0].shape[0]
+        parts = [t.reshape(m, -1) for pair in grads for t in pair]
     return torch.cat(parts, dim=1) if out is None else torch.cat(parts, dim=1, out=out)
 
 

@@ -227,8 +227,7 @@ class Objective:
             trial.set_user_attr("time_s", round(res.time_s, 3))
             trial.set_user_attr("epochs", [f.epochs for f in res.folds])
             trial.set_user_attr("engine", res.engine)
-            if len(trials) > 1:
-                trial.set_user_attr("batch", self.current)
+            trial.set_user_attr("batch", self.current)  # the trials it trained with
             if len(res.folds) < self.folds.k:
                 outcomes.append(optuna.TrialPruned(f"pruned after {len(res.folds)} of "
                                                    f"{self.folds.k} folds"))
