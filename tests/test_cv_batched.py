@@ -43,7 +43,7 @@ def test_batched_folds_match_one_by_one(dtype, extra):
     single = evaluate_candidates(cfgs, folds, batched=False)
     for a, b in zip(batched, single, strict=True):
         assert (a.engine, b.engine) == ("batched", "trainer")
-        assert a.engine_note == "batched: 6 models in 1 group"
+        assert a.engine_note.startswith("batched: 6 models in 1 group (6 x ")
         assert_same_folds(a, b, REL[dtype])
 
 
@@ -67,7 +67,7 @@ def test_unsupported_config_falls_back_to_one_by_one(monkeypatch):
             load_config(None, FAST)]
     lbfgs, adam = evaluate_candidates(cfgs, make_folds(cfgs[0], 3))
     assert lbfgs.engine == "trainer" and "lbfgs" in lbfgs.engine_note and calls == [0, 1, 2]
-    assert adam.engine == "batched" and adam.engine_note == "batched: 3 models in 1 group"
+    assert adam.engine == "batched" and adam.engine_note.startswith("batched: 3 models in 1 group (")
     assert all(f.status == "finished" and f.metrics["mse"] > 0 for f in lbfgs.folds + adam.folds)
 
 
@@ -88,7 +88,8 @@ def test_cv_json_and_cli_report_the_path(cli, tmp_path):
     res = nnfin.cv(overrides=[*FAST, f"run.dir={tmp_path / 'cv'}"], folds=3)
     summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert summary["engine"] == "batched" == res.engine
-    assert summary["engine_note"] == "batched: 3 models in 1 group"
+    assert summary["engine_note"].startswith("batched: 3 models in 1 group (3 x [")
+    assert "MiB each)" in summary["engine_note"]
     r = cli("cv", "-k", "3", "-o", str(tmp_path / "cv2"), *[a for o in FAST for a in ("--set", o)])
     assert r.code == 0, r
     assert "batched: 3 models in 1 group" in r.out

@@ -222,6 +222,8 @@ class TuneConfig(Section):
     refit: bool = Field(True, description="refit the best configuration and test it once")
     batched: bool = Field(True, description="train folds and candidates the batched engine supports "
                           "as stacks of networks (false: one model at a time)")
+    batch_memory_mb: int = Field(2048, ge=1, description="memory budget of one stack of networks "
+                                 "in the batched engine (larger searches are cut into stacks)")
     batch_trials: int | None = Field(
         None, ge=1, description="trials asked of the sampler at once and cross-validated together "
         "(default: grid and random up to 64, bayes 8; 1 with pruning or batched = false)")

@@ -244,6 +244,8 @@ def evaluate_candidates(cfgs: Sequence[Config], folds: Folds, *, metric: str = "
             stacked.append(c)
         else:
             notes[c] = f"one by one: {why}"
+    if max_bytes is None and cfgs:
+        max_bytes = tune_section(cfgs[0]).batch_memory_mb * 2**20
     done = train_folds([cfgs[c] for c in stacked], folds, max_bytes=max_bytes)
     pre = {c: done.folds[j] for j, c in enumerate(stacked)}
     results = []

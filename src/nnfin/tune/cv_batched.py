@@ -18,7 +18,7 @@ fold values of a batched candidate only afterwards: pruning cannot stop a batche
 >>> from nnfin.tune.cv import make_folds
 >>> cfg = load_config(None, ["train.epochs=2", "data.n=200", "train.progress=false"])
 >>> out = train_folds([cfg], make_folds(cfg, 3))
->>> len(out.folds[0]), out.describe()
+>>> len(out.folds[0]), out.describe().split(" (")[0]
 (3, 'batched: 3 models in 1 group')
 """
 
@@ -54,8 +54,15 @@ class BatchedFolds:
         return len(self.plan.groups) if self.plan is not None else 0
 
     def describe(self) -> str:
+        """E.g. ``batched: 60 models in 2 groups (40 x [16, 16] ~2.5 MiB, 20 x [32, 32] ~2.7 MiB;
+        budget 2048 MiB each)``."""
         s = "" if self.n_groups == 1 else "s"
-        return f"batched: {self.n_models} models in {self.n_groups} group{s}"
+        text = f"batched: {self.n_models} models in {self.n_groups} group{s}"
+        if self.plan is not None and self.plan.groups and self.n_groups <= 6:
+            parts = ", ".join(f"{len(g.members)} x {g.widths} ~{g.bytes / 2**20:.1f} MiB"
+                              for g in self.plan.groups)
+            text += f" ({parts}; budget {self.plan.max_bytes / 2**20:.0f} MiB each)"
+        return text
 
 
 def fold_data(cfg: Config, folds, i: int) -> tuple[Data, np.ndarray]:

@@ -117,7 +117,8 @@ def fingerprint(cfg: Config) -> dict[str, Any]:
     raw.pop("run", None)
     for key in ("device", "progress"):
         raw["train"].pop(key, None)
-    for key in ("trials", "storage", "study", "heartbeat", "retries", "refit", "batch_trials"):
+    for key in ("trials", "storage", "study", "heartbeat", "retries", "refit", "batch_trials",
+                "batch_memory_mb"):
         raw.get("tune", {}).pop(key, None)
     return raw
 
@@ -192,6 +193,7 @@ class Objective:
         self.base, self.params, self.folds, self.metric = base, params, folds, metric
         self.gate, self.bar = gate, bar
         self.current: list[int] = []  # numbers of the trials this process is running
+        self.batches: list[str] = []  # how each batch of trials was trained
 
     def __call__(self, trial: Any) -> float:
         values = suggest(trial, self.params)  # under the gate: grid points are handed out once
@@ -221,12 +223,20 @@ class Objective:
         results = evaluate_candidates(cfgs, self.folds, metric=self.metric, on_fold=on_fold,
                                       fold_callbacks=ticks)
         outcomes: list[Any] = []
+        numbers = [t.number for t in trials]
+        shown = f"trial #{numbers[0]}" if len(numbers) == 1 else \
+            f"trials #{min(numbers)}-#{max(numbers)} ({len(numbers)})"
+        engines = sorted({r.engine_note for r in results if r.engine == "batched"})
+        one_by_one = sum(r.engine != "batched" for r in results)
+        self.batches.append(f"{shown}: " + "; ".join(
+            engines + ([f"{one_by_one} one by one"] if one_by_one else [])))
         for trial, res in zip(trials, results, strict=True):
             trial.set_user_attr("fold_values", [float(v) for v in res.values()])
             trial.set_user_attr("std", res.std)
             trial.set_user_attr("time_s", round(res.time_s, 3))
             trial.set_user_attr("epochs", [f.epochs for f in res.folds])
             trial.set_user_attr("engine", res.engine)
+            trial.set_user_attr("engine_note", res.engine_note)
             trial.set_user_attr("batch", self.current)  # the trials it trained with
             if len(res.folds) < self.folds.k:
                 outcomes.append(optuna.TrialPruned(f"pruned after {len(res.folds)} of "
@@ -450,6 +460,11 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
             bar.stop()
 
     from nnfin.tune.report import ranking, write_outputs
+
+    shown = objective.batches if len(objective.batches) <= 4 else \
+        [*objective.batches[:2], f"... {len(objective.batches) - 3} more batches ...",
+         objective.batches[-1]]
+    notes.extend(shown)
 
     result = TuneResult(study, ranking(study, params), budget, tc.metric, dir=run_dir,
                         storage=masked(url) if url else "memory", interrupted=interrupted, notes=notes)
