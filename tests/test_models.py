@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -67,6 +68,25 @@ def test_init_schemes_have_the_right_scale(init, cls):
     }[init]
     rms = float(w.square().mean().sqrt())
     assert abs(rms - expected) / expected < 0.05, (rms, expected)
+
+
+@pytest.mark.parametrize("activation,factor", [("sigmoid", 2.0), ("tanh", 6.0), ("relu", 6.0)])
+@pytest.mark.parametrize("cls", [MLP, MLPLow])
+def test_sklearn_init_draws_like_scikit_learn(cls, activation, factor):
+    """Against scikit-learn's own initialiser: the same bound, for weights and biases."""
+    from sklearn.neural_network import MLPRegressor
+
+    mlp = MLPRegressor(activation="logistic" if activation == "sigmoid" else activation)
+    mlp._random_state = np.random.RandomState(0)
+    coef, intercept = mlp._init_coef(200, 300, np.float64)
+    torch.manual_seed(0)
+    w, b = cls(200, 1, [300], activation, "sklearn").layers()[0]
+    bound = (factor / 500) ** 0.5
+    for mine, theirs in ((w, coef), (b, intercept)):
+        mine = mine.detach().double().numpy()
+        assert np.abs(mine).max() <= bound and np.abs(theirs).max() <= bound
+        assert np.abs(mine).max() > 0.99 * bound and np.abs(theirs).max() > 0.99 * bound
+        assert abs(mine.std() - theirs.std()) < 0.05 * theirs.std()
 
 
 def test_polynomial_draws_coefficients_as_the_lecture():

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nnfin.errors import ConfigError, did_you_mean
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "softplus", "gelu", "silu")
-INITS = ("default", "lecture", "xavier", "xavier-normal", "kaiming", "kaiming-normal")
+INITS = ("default", "lecture", "xavier", "xavier-normal", "kaiming", "kaiming-normal", "sklearn")
 OPTIMIZERS = ("gd", "sgd", "adam", "adamw", "rmsprop", "lbfgs")
 SCHEDULES = ("none", "step", "exponential", "cosine", "onecycle", "plateau")
 LOSSES = ("mse", "sse", "mae", "huber")

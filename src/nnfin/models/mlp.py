@@ -41,7 +41,14 @@ def init_layer(weight: torch.Tensor, bias: torch.Tensor, scheme: str, activation
     """Initialise one layer in place. ``weight`` is viewed as (out, in), like ``nn.Linear``.
 
     ``lecture``: ``torch.rand`` weights in [0, 1) and zero biases (the slides' ``ANN_low``);
-    ``default``: PyTorch's ``nn.Linear`` scheme; ``xavier``/``kaiming``: Glorot/He, zero biases.
+    ``default``: PyTorch's ``nn.Linear`` scheme; ``xavier``/``kaiming``: Glorot/He, zero biases;
+    ``sklearn``: scikit-learn's ``MLPRegressor``/``MLPClassifier`` scheme, weights and biases
+    uniform in +-sqrt(f / (fan_in + fan_out)) with f = 2 for sigmoid units and 6 otherwise.
+
+    >>> w, b = torch.empty(300, 200), torch.empty(300)
+    >>> init_layer(w, b, "sklearn", "sigmoid")
+    >>> bool(w.abs().max() <= math.sqrt(2 / 500)) and bool(b.abs().max() <= math.sqrt(2 / 500))
+    True
     """
     with torch.no_grad():
         if scheme == "lecture":
@@ -56,6 +63,11 @@ def init_layer(weight: torch.Tensor, bias: torch.Tensor, scheme: str, activation
             fn = nn.init.xavier_normal_ if scheme.endswith("normal") else nn.init.xavier_uniform_
             fn(weight, gain=gain)
             bias.zero_()
+        elif scheme == "sklearn":
+            fan_out, fan_in = weight.shape
+            bound = math.sqrt((2.0 if activation == "sigmoid" else 6.0) / (fan_in + fan_out))
+            nn.init.uniform_(weight, -bound, bound)
+            nn.init.uniform_(bias, -bound, bound)
         elif scheme.startswith("kaiming"):
             nonlin = "relu" if activation != "tanh" else "tanh"
             fn = nn.init.kaiming_normal_ if scheme.endswith("normal") else nn.init.kaiming_uniform_
