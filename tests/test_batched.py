@@ -107,19 +107,6 @@ def test_training_step_with_biases_in_the_products_equals_autograd(act, widths):
     torch.testing.assert_close(mine, ref, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("loss", ["mse", "sse", "mae", "huber"])
-def test_losses_from_stored_errors_equal_the_step_losses(loss):
-    torch.manual_seed(2)
-    pred, y = torch.randn(4, 9, 2, dtype=torch.float64), torch.randn(4, 9, 2, dtype=torch.float64)
-    valid = torch.rand(4, 9) > 0.3
-    count = valid.sum(1).double()
-    value, grad = loss_and_grad(pred, y, loss, count=count, valid=valid, huber_delta=0.7)
-    diff = torch.empty_like(pred)
-    g = fn.loss_grad(pred, y, loss, out=diff, count=count, valid=valid, huber_delta=0.7)
-    assert torch.equal(g, grad)
-    assert torch.equal(fn.step_losses(diff, loss, count=count, huber_delta=0.7), value)
-
-
 @pytest.mark.parametrize("loss,fn", [("mse", F.mse_loss), ("mae", F.l1_loss),
                                      ("huber", F.huber_loss)])
 def test_masked_loss_is_the_mean_over_real_rows(loss, fn):

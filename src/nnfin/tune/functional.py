@@ -268,25 +268,8 @@ def loss_and_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *,
     number of real rows per network. Means are over real rows and outputs, like the
     ``reduction="mean"`` losses of :mod:`nnfin.train.losses`; ``sse`` sums, as the lecture.
     """
-    diff = pred - target  # (M, B, out)
-    if valid is not None:
-        diff = diff.masked_fill(~valid.unsqueeze(2), 0.0)  # padded rows: no loss, no gradient
-    if kind == "sse":
-        return diff.square().sum((1, 2)), 2.0 * diff
-    m, b, o = diff.shape
-    if count is None and kind == "mse":  # full batches: torch's own 2 / N, as a Python float
-        return diff.square().sum((1, 2)) / (b * o), diff * (2.0 / (b * o))
-    n = (count if count is not None else diff.new_full((m,), float(b))).clamp(min=1) * o
-    norm = (1.0 / n).view(m, 1, 1)
-    if kind == "mse":
-        return diff.square().sum((1, 2)) / n, (2.0 * diff) * norm
-    if kind == "mae":
-        return diff.abs().sum((1, 2)) / n, diff.sign() * norm
-    if kind == "huber":
-        a = diff.abs()
-        elem = torch.where(a < huber_delta, 0.5 * diff.square(), huber_delta * (a - 0.5 * huber_delta))
-        return elem.sum((1, 2)) / n, diff.clamp(-huber_delta, huber_delta) * norm
-    raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+    diff, grad = _errors_and_grad(pred, target, kind, None, count, valid, huber_delta)
+    return step_losses(diff, kind, count=count, huber_delta=huber_delta), grad
 
 
 def loss_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *, out: torch.Tensor,
@@ -295,13 +278,28 @@ def loss_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *, out: torch
     """d loss_m / d pred (M, B, out) as :func:`loss_and_grad` computes it, without the loss:
     the errors ``pred - target`` (zero on padded rows) are written to ``out``, from which
     :func:`step_losses` gives the losses later (a training loop needs them once an epoch)."""
-    diff = torch.sub(pred, target, out=out)
+    return _errors_and_grad(pred, target, kind, out, count, valid, huber_delta)[1]
+
+
+def _errors_and_grad(pred: torch.Tensor, target: torch.Tensor, kind: str,
+                     out: torch.Tensor | None, count: torch.Tensor | None,
+                     valid: torch.Tensor | None, huber_delta: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pred - target`` zeroed on padded rows ``, d loss / d pred)``; the errors go to ``out``
+    when given (no autograd through it then)."""
+    diff = pred - target if out is None else torch.sub(pred, target, out=out)
     if valid is not None:
-        diff.masked_fill_(~valid.unsqueeze(2), 0.0)
+        diff = diff.masked_fill(~valid.unsqueeze(2), 0.0) if out is None else \
+            diff.masked_fill_(~valid.unsqueeze(2), 0.0)
+    return diff, _grad_of_errors(diff, kind, count, huber_delta)
+
+
+def _grad_of_errors(diff: torch.Tensor, kind: str, count: torch.Tensor | None,
+                    huber_delta: float) -> torch.Tensor:
     if kind == "sse":
         return 2.0 * diff
     m, b, o = diff.shape
-    if count is None and kind == "mse":
+    if count is None and kind == "mse":  # full batches: torch's own 2 / N, as a Python float
         return diff * (2.0 / (b * o))
     n = (count if count is not None else diff.new_full((m,), float(b))).clamp(min=1) * o
     norm = (1.0 / n).view(m, 1, 1)
