@@ -86,25 +86,32 @@ def test_hand_written_backward_equals_autograd(act, loss):
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("widths", [[1, 5, 7, 1], [3, 4, 2], [2, 6, 6, 6, 1]])
 def test_training_step_with_biases_in_the_products_equals_autograd(act, widths):
-    """forward_step/backward_step (biases as the last weight row, [h, 1] activations): the
-    same outputs as the plain forward and the gradients autograd finds."""
+    """forward_step/backward_step (feature-major batches, biases as the last weight row,
+    [h; 1] activations): the same outputs as the plain forward, the gradients autograd finds,
+    and for every loss on a batch with padded rows the losses of loss_and_grad."""
     torch.manual_seed(1)
     layout = StackLayout(widths)
     m, b = 3, 11
     theta = torch.randn(m, layout.n_params, dtype=torch.float64, requires_grad=True)
     x = torch.randn(m, b, widths[0], dtype=torch.float64)
     y = torch.randn(m, b, widths[-1], dtype=torch.float64)
-    buffers = fn.StepBuffers(layout, m, b, theta.detach())
-    weights = buffers.weights(theta.detach())
-    x1 = torch.cat([x, torch.ones(m, b, 1, dtype=torch.float64)], 2)
-    out, cache = fn.forward_step(weights, x1, act, buffers)
+    valid = torch.arange(b).unsqueeze(0) < torch.tensor([[b], [7], [1]])
+    count = valid.sum(1).double()
+    buffers = fn.StepBuffers(layout, b, theta.detach())
+    x1 = torch.cat([x, torch.ones(m, b, 1, dtype=torch.float64)], 2).transpose(1, 2)
+    out, cache = fn.forward_step(buffers, x1.contiguous(), act)
     ref_out, _ = forward(layout.views(theta), x, act, keep=False)
-    torch.testing.assert_close(out, ref_out.detach(), rtol=1e-13, atol=1e-13)
-    g = fn.loss_grad(out, y, "mse", out=torch.empty_like(out))
-    mine = flat_grads(fn.backward_step(weights, cache, g, act))
-    value, _ = loss_and_grad(ref_out, y, "mse")
-    (ref,) = torch.autograd.grad(value.sum(), theta)
-    torch.testing.assert_close(mine, ref, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(out.transpose(1, 2), ref_out.detach(), rtol=1e-13, atol=1e-13)
+    for loss in ("mse", "sse", "mae", "huber"):
+        diff = torch.empty_like(out)
+        g = fn.loss_grad(out, y.transpose(1, 2), loss, out=diff, count=count, valid=valid,
+                         huber_delta=0.7, feature_major=True)
+        mine = flat_grads(fn.backward_step(buffers, cache, g, act))
+        value, _ = loss_and_grad(ref_out, y, loss, count=count, valid=valid, huber_delta=0.7)
+        (ref,) = torch.autograd.grad(value.sum(), theta, retain_graph=True)
+        torch.testing.assert_close(mine, ref, rtol=1e-13, atol=1e-13)
+        losses = fn.step_losses(diff, loss, count=count, huber_delta=0.7, feature_major=True)
+        torch.testing.assert_close(losses, value.detach(), rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("loss,fn", [("mse", F.mse_loss), ("mae", F.l1_loss),
@@ -171,11 +178,12 @@ def test_updates_are_torch_optim_bit_for_bit(name, extra, dtype):
 @pytest.mark.parametrize("name", ["adam", "adamw"])
 def test_fused_adam_rows_follow_torch_fused_adam(name, dtype):
     """The fused path (per-network rates and decays, several betas) against torch.optim's
-    fused Adam/AdamW on each network alone, and against the functional path."""
+    fused Adam/AdamW on each network alone, and against the functional path: networks 0-1 and
+    3-4 are blocks of one kernel call each, network 5 shares 0-1's call from another row."""
     torch.manual_seed(0)
-    lrs, decays = [1e-2, 3e-3, 1e-1, 2e-2], [0.0, 0.05, 0.01, 0.0]
-    betas = [(0.9, 0.999), (0.9, 0.999), (0.8, 0.99), (0.9, 0.999)]
-    theta = torch.randn(4, 70, dtype=dtype)
+    lrs, decays = [1e-2, 1e-2, 1e-1, 3e-3, 3e-3, 1e-2], [0.0, 0.0, 0.01, 0.05, 0.05, 0.0]
+    betas = [(0.9, 0.999), (0.9, 0.999), (0.8, 0.99), (0.9, 0.999), (0.9, 0.999), (0.9, 0.999)]
+    theta = torch.randn(6, 70, dtype=dtype)
     start = theta.clone()
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
     params = [torch.nn.Parameter(row.clone()) for row in theta]
@@ -184,10 +192,11 @@ def test_fused_adam_rows_follow_torch_fused_adam(name, dtype):
     cfgs = [OptimConfig(name=name, lr=lr, weight_decay=wd, betas=b)
             for lr, wd, b in zip(lrs, decays, betas, strict=True)]
     fused, plain = StackedOptimizer(cfgs, theta, fused=True), StackedOptimizer(cfgs, theta, fused=False)
-    assert fused.fused and not plain.fused and len(fused._kernel_groups) == 2
+    assert fused.fused and not plain.fused
+    assert [m.tolist() for m in fused._kernel_groups.values()] == [[0, 1, 5], [2], [3, 4]]
     other = theta.clone()
     for _ in range(8):
-        grad = torch.randn(4, 70, dtype=dtype)
+        grad = torch.randn(6, 70, dtype=dtype)
         for p, ref, g in zip(params, refs, grad, strict=True):
             p.grad = g.clone()
             ref.step()

@@ -46,9 +46,7 @@ from nnfin.tune.functional import (
     add_penalty_,
     backward_step,
     flat_grads,
-    forward,
     forward_step,
-    loss_and_grad,
     loss_grad,
     step_losses,
 )
@@ -107,7 +105,19 @@ def group_key(cfg: Config) -> tuple:
 
 def train_group(jobs: list[Job], *, return_weights: bool = False) -> list[JobResult]:
     """Train compatible ``jobs`` together; one :class:`JobResult` per job, in order."""
-    return _Stack(jobs).run(return_weights=return_weights)
+    # networks with the same optimizer hyperparameters side by side: one block of rows each,
+    # which the optimizer updates as one tensor (see nnfin.tune.optimizers)
+    order = sorted(range(len(jobs)), key=lambda i: _optim_key(jobs[i].cfg))
+    results = _Stack([jobs[i] for i in order]).run(return_weights=return_weights)
+    out: list[JobResult] = [results[0]] * len(jobs)
+    for position, i in enumerate(order):
+        out[i] = results[position]
+    return out
+
+
+def _optim_key(cfg: Config) -> tuple:
+    o = cfg.optim
+    return (o.name, tuple(o.betas), o.eps, o.lr, o.weight_decay, o.momentum, o.nesterov)
 
 
 class _Stack:
@@ -179,9 +189,9 @@ class _Stack:
     def _buffers(self) -> None:
         """Layer views of ``theta`` (updated in place, so the views stay valid), the gradient
         buffer and the doubled L2 lambdas; rebuilt when networks leave the stack."""
-        self.layers = self.layout.views(self.theta)
-        self.buffers = StepBuffers(self.layout, self.theta.shape[0], self.batch, self.theta)
-        self.weights = self.buffers.weights(self.theta)  # [W; b] per layer, for training steps
+        self.buffers = StepBuffers(self.layout, self.batch, self.theta)  # for training steps
+        self.val_buffers = StepBuffers(self.layout, self.x_val.shape[2], self.theta)
+        self._batches: torch.Tensor | None = None  # gathered batches (see _gather)
         self.grad = torch.empty_like(self.theta)
         self.l2_twice = None if self.l2 is None else 2.0 * self.l2
 
@@ -199,8 +209,9 @@ class _Stack:
                 parts[k].append(d.scaled[k])
             n_tr += d.scaled["x_train"].shape[0]
             n_va += d.scaled["x_val"].shape[0]
-        self.x, self.y, x_val, y_val = (torch.cat(parts[k]) for k in parts)  # (N_all, in/out)
-        self.x = torch.cat([self.x, torch.ones_like(self.x[:, :1])], 1)  # [x, 1]: see StepBuffers
+        x, y, x_val, y_val = (torch.cat(parts[k]) for k in parts)  # (N_all, in/out)
+        # feature-major (features, N_all): a batch is one 1-D gather per feature (StepBuffers)
+        self.x, self.y = x.t().contiguous(), y.t().contiguous()
         self.offsets = torch.tensor([start[id(j.data)][0] for j in self.jobs], device=self.device)
         n_val = [j.data.scaled["x_val"].shape[0] for j in self.jobs]
         self.has_val = np.array(n_val) > 0
@@ -211,9 +222,12 @@ class _Stack:
         self.val_valid = cols.unsqueeze(0) < torch.tensor(n_val, device=self.device).unsqueeze(1)
         self.val_count = torch.tensor(n_val, device=self.device, dtype=self.dtype)
         if x_val.shape[0] == 0:  # no validation rows anywhere: nothing to gather
-            x_val, y_val = self.x[:1, :-1], self.y[:1]
+            x_val, y_val = x[:1], y[:1]
         idx = idx.clamp(max=x_val.shape[0] - 1)  # networks without validation rows: masked
-        self.x_val, self.y_val = x_val[idx], y_val[idx]  # (M, V, in), (M, V, out)
+        # feature-major as a training batch, [x; 1]: (M, in + 1, V), and (M, out, V)
+        x_val = torch.cat([x_val, torch.ones_like(x_val[:, :1])], 1)
+        self.x_val = x_val[idx].transpose(1, 2).contiguous()
+        self.y_val = y_val[idx].transpose(1, 2).contiguous()
 
     def _penalty_lambdas(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(M, P) lambdas: l1/l2 per network, zero on biases where ``include_bias`` is off."""
@@ -247,7 +261,10 @@ class _Stack:
         lengths = np.array([f.numel() for f in flats])
         b = self.batch
         s = int(max(math.ceil(n / b) for n in lengths))
-        padded = torch.nn.utils.rnn.pad_sequence(flats, batch_first=True)  # (M, max length)
+        if (lengths == lengths[0]).all():
+            padded = torch.stack(flats)  # (M, length)
+        else:
+            padded = torch.nn.utils.rnn.pad_sequence(flats, batch_first=True)  # (M, max length)
         padded = F.pad(padded, (0, s * b - padded.shape[1]))
         index = (padded + self.offsets.unsqueeze(1)).view(len(flats), s, b).transpose(0, 1)
         counts = np.clip(lengths[None, :] - b * np.arange(s)[:, None], 0, b)  # (S, M)
@@ -264,17 +281,16 @@ class _Stack:
         plain = all_full and bool(stepped.all())
         counts_t = torch.as_tensor(counts, device=self.device, dtype=self.dtype)
         cols = torch.arange(self.batch, device=self.device)
-        out_dim = self.y.shape[1]
-        # the epoch's batches gathered in chunks of steps (one gather each, not two per step);
-        # each step's prediction errors are kept, and the chunk's losses computed at its end
-        chunk = max(1, _GATHER_BYTES // max(1, index[0].numel() * (self.x.shape[1] + 2 * out_dim)
+        out_dim = self.y.shape[0]
+        # the epoch's batches gathered in chunks of steps (one gather per feature each, not per
+        # step); each step's prediction errors are kept, and the chunk's losses computed at
+        # its end
+        chunk = max(1, _GATHER_BYTES // max(1, index[0].numel() * (self.x.shape[0] + 1 + 2 * out_dim)
                                             * self.x.element_size()))
         losses = []
         for start in range(0, n_steps, chunk):
-            rows = index[start:start + chunk].reshape(-1)
-            xs = self.x.index_select(0, rows).view(-1, *index.shape[1:], self.x.shape[1])
-            ys = self.y.index_select(0, rows).view(-1, *index.shape[1:], out_dim)
-            diffs = torch.zeros_like(ys)  # (steps, M, B, out)
+            xs, ys = self._gather(index[start:start + chunk])  # (steps, M, features, B) views
+            diffs = ys.new_zeros(ys.shape)  # (steps, M, out, B)
             for j in range(xs.shape[0]):
                 s = start + j
                 if plain:
@@ -289,32 +305,51 @@ class _Stack:
                            None if active.all() else active)
             k = diffs.shape[0]
             step_counts = None if all_full else counts_t[start:start + k].reshape(-1)
-            losses.append(step_losses(diffs.view(k * m, self.batch, out_dim), self.loss,
-                                      count=step_counts, huber_delta=self.huber).view(k, m))
+            losses.append(step_losses(diffs.view(k * m, out_dim, self.batch), self.loss,
+                                      count=step_counts, huber_delta=self.huber,
+                                      feature_major=True).view(k, m))
         self.steps += stepped.sum(0)
         return torch.cat(losses), stepped
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor, diff: torch.Tensor,
               valid: torch.Tensor | None, count: torch.Tensor | None,
               active: np.ndarray | None) -> None:
-        """One optimizer step of every network on its batch: ``xb`` (M, B, in), ``yb`` (M, B,
-        out); the prediction errors go to ``diff`` (M, B, out), for the epoch's losses."""
-        pred, cache = forward_step(self.weights, xb, self.activation, self.buffers)
+        """One optimizer step of every network on its batch, feature-major: ``xb`` (M, in + 1,
+        B) with a row of ones, ``yb`` (M, out, B); the prediction errors go to ``diff``
+        (M, out, B), for the epoch's losses."""
+        pred, cache = forward_step(self.buffers, xb, self.activation)
         g = loss_grad(pred, yb, self.loss, out=diff, count=count, valid=valid,
-                      huber_delta=self.huber)
-        grad = flat_grads(backward_step(self.weights, cache, g, self.activation), out=self.grad)
+                      huber_delta=self.huber, feature_major=True)
+        grad = flat_grads(backward_step(self.buffers, cache, g, self.activation), out=self.grad)
         add_penalty_(grad, self.theta, self.l1, self.l2_twice)  # (M, P)
         if self.wmask is not None:
             grad.mul_(self.wmask)
         self.opt.step(self.theta, grad, active=active)
 
+    def _gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows ``index`` (steps, M, B) as feature-major batches: ``x`` (steps, M, in + 1,
+        B) with a row of ones, ``y`` (steps, M, out, B); views of buffers kept across epochs."""
+        k = index.shape[0]
+        n_in, n_out = self.x.shape[0], self.y.shape[0]
+        shape = (n_in + 1 + n_out, *index.shape)
+        if self._batches is None or self._batches.shape[2:] != shape[2:] or \
+                self._batches.shape[1] < k:
+            self._batches = self.x.new_empty(shape)  # [x; 1; y] rows, each (steps, M, B)
+            self._batches[n_in].fill_(1.0)
+        rows = index.reshape(-1)
+        buf = self._batches[:, :k]
+        for f, source in enumerate([*self.x, *self.y]):
+            torch.index_select(source, 0, rows, out=buf[f if f < n_in else f + 1].view(-1))
+        batches = buf.permute(1, 2, 0, 3)  # (steps, M, in + 1 + out, B)
+        return batches[:, :, :n_in + 1], batches[:, :, n_in + 1:]
+
     @torch.no_grad()
     def _val_losses(self) -> torch.Tensor:
         """The training loss (no penalty) of every network on its whole validation split, (M,)."""
-        pred, _ = forward(self.layers, self.x_val, self.activation, keep=False)
-        loss, _ = loss_and_grad(pred, self.y_val, self.loss, count=self.val_count,
-                                valid=self.val_valid, huber_delta=self.huber)
-        return loss
+        pred, _ = forward_step(self.val_buffers, self.x_val, self.activation)
+        diff = (pred - self.y_val).masked_fill_(~self.val_valid.unsqueeze(1), 0.0)
+        return step_losses(diff, self.loss, count=self.val_count, huber_delta=self.huber,
+                           feature_major=True)
 
     # -------------------------------------------------------------- epoch end
 

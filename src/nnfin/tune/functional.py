@@ -169,33 +169,37 @@ def backward(layers: Sequence[Layer], cache: Cache, g: torch.Tensor, activation:
 
 
 class StepBuffers:
-    """Per-stack buffers of a training step for :func:`forward_step`/:func:`backward_step`.
+    """Views and buffers of a training step for :func:`forward_step`/:func:`backward_step`.
 
-    Layer k's weight and bias sit next to each other in ``theta`` (W_k, then b_k), so
-    ``theta[:, W_k start : b_k end]`` viewed as (M, in + 1, out) is W_k with b_k as its last
-    row. A hidden layer's output is written into an (M, B, width + 1) buffer whose last column
-    is 1: the next layer is then one ``bmm`` (the bias comes with the product) and its weight
-    and bias gradients are one ``bmm`` too (``[h, 1]^T g``), where separate bias terms would
-    cost an addition and a reduction each.
+    A training step holds a batch feature-major: (M, features, B), one column per row of the
+    batch, so that every activation works on contiguous memory and the products have the
+    shapes batched GEMMs run fastest at here. Layer k's weight and bias sit next to each other
+    in ``theta`` (W_k, then b_k), so ``theta[:, W_k start : b_k end]`` viewed as
+    (M, in + 1, out) is W_k with b_k as its last row. A hidden layer's output goes into an
+    (M, width + 1, B) buffer whose last row is 1: the next layer is then one ``bmm`` (the bias
+    comes with the product) and its weight and bias gradients are one ``bmm`` too
+    (``[h; 1] g^T``), where separate bias terms would cost an addition and a reduction each.
+    The views stay valid while ``theta`` is updated in place.
 
     >>> layout = StackLayout([1, 6, 6, 1])
     >>> theta = torch.zeros(3, layout.n_params)
-    >>> buffers = StepBuffers(layout, 3, 64, theta)
-    >>> [tuple(w.shape) for w in buffers.weights(theta)]
-    [(3, 2, 6), (3, 7, 6), (3, 7, 1)]
+    >>> buffers = StepBuffers(layout, 64, theta)
+    >>> [tuple(w.shape) for w in buffers.weights], tuple(buffers.hidden[0].shape)
+    ([(3, 2, 6), (3, 7, 6), (3, 7, 1)], (3, 7, 64))
     """
 
-    def __init__(self, layout: StackLayout, m: int, batch: int, like: torch.Tensor) -> None:
-        self.layout, self.m, self.batch = layout, m, batch
-        self.hidden = [torch.ones(m, batch, w + 1, device=like.device, dtype=like.dtype)
-                       for w in layout.widths[1:-1]]
-
-    def weights(self, theta: torch.Tensor) -> list[torch.Tensor]:
-        """``[W_k; b_k]`` as (M, in + 1, out) views of ``theta`` (M, P)."""
+    def __init__(self, layout: StackLayout, batch: int, theta: torch.Tensor) -> None:
         m = theta.shape[0]
-        return [theta[:, w0:end].view(m, i + 1, o)
-                for (i, o), (w0, _, end) in zip(self.layout._shapes(), self.layout.slices,
-                                                 strict=True)]
+        self.layout, self.m, self.batch = layout, m, batch
+        new = {"device": theta.device, "dtype": theta.dtype}
+        self.weights = [theta[:, w0:end].view(m, i + 1, o)  # [W_k; b_k]: (M, in + 1, out)
+                        for (i, o), (w0, _, end) in zip(layout._shapes(), layout.slices,
+                                                         strict=True)]
+        self.weights_t = [w.transpose(1, 2) for w in self.weights]  # (M, out, in + 1)
+        self.no_bias = [w[:, :-1] for w in self.weights]  # W_k: (M, in, out)
+        self.hidden = [torch.ones(m, w + 1, batch, **new) for w in layout.widths[1:-1]]
+        self.act = [h[:, :-1] for h in self.hidden]  # act(z_k) inside [h_k; 1]: (M, width, B)
+        self.z = [torch.empty(m, o, batch, **new) for o in layout.widths[1:]]
 
 
 def _act_into(activation: str, z: torch.Tensor, out: torch.Tensor) -> None:
@@ -208,40 +212,43 @@ def _act_into(activation: str, z: torch.Tensor, out: torch.Tensor) -> None:
         out.copy_(ACTIVATION_FUNCTIONS[activation](z))
 
 
-def forward_step(weights: Sequence[torch.Tensor], x: torch.Tensor, activation: str,
-                 buffers: StepBuffers) -> tuple[torch.Tensor, Cache]:
-    """:func:`forward` for a training step with :class:`StepBuffers` (biases inside the
-    products); ``x`` is (M, B, in + 1) with a last column of ones."""
-    inputs: list[torch.Tensor] = []  # [x, 1], [h1, 1], ...
+def forward_step(buffers: StepBuffers, x: torch.Tensor, activation: str
+                 ) -> tuple[torch.Tensor, Cache]:
+    """:func:`forward` for a training step, feature-major (see :class:`StepBuffers`): ``x``
+    (M, in + 1, B) with a last row of ones -> the outputs (M, out, B), a buffer of ``buffers``
+    that the next step overwrites."""
+    inputs: list[torch.Tensor] = []  # [x; 1], [h1; 1], ...
     pre: list[torch.Tensor] = []
     h = x
-    last = len(weights) - 1
-    for k, w in enumerate(weights):
+    last = len(buffers.weights) - 1
+    for k, wt in enumerate(buffers.weights_t):
         inputs.append(h)
-        one_input = k == 0 and w.shape[1] == 2  # a broadcast product beats a K = 2 GEMM
-        z = torch.addcmul(w[:, 1:], h[..., :1], w[:, :1]) if one_input else torch.bmm(h, w)
+        z = torch.bmm(wt, h, out=buffers.z[k])
         if k == last:
             return z, (inputs, pre)
         if activation in _NEEDS_INPUT:
             pre.append(z)
         h = buffers.hidden[k]
-        _act_into(activation, z, h[..., :-1])
+        _act_into(activation, z, buffers.act[k])
     raise ValueError("a network needs at least one layer")
 
 
-def backward_step(weights: Sequence[torch.Tensor], cache: Cache, g: torch.Tensor,
-                  activation: str) -> list[torch.Tensor]:
-    """``[d[W_k; b_k]]``, (M, in + 1, out) each, from ``g`` = d loss / d output."""
+def backward_step(buffers: StepBuffers, cache: Cache, g: torch.Tensor, activation: str
+                  ) -> list[torch.Tensor]:
+    """``[d[W_k; b_k]]``, (M, in + 1, out) each, from ``g`` = d loss / d output (M, out, B)."""
     inputs, pre = cache
     grads: list[torch.Tensor] = []
-    for k in range(len(weights) - 1, -1, -1):
-        h = inputs[k]  # (M, B, i + 1)
-        grads.append(torch.bmm(h.transpose(1, 2), g))
+    for k in range(len(buffers.weights) - 1, -1, -1):
+        h = inputs[k]  # (M, in + 1, B)
+        if g.shape[1] == 1:  # one output: (g [h; 1]^T)^T, the same memory, is faster
+            grads.append(torch.bmm(g, h.transpose(1, 2)).view(h.shape[0], h.shape[1], 1))
+        else:
+            grads.append(torch.bmm(h, g.transpose(1, 2)))  # [h; 1] g^T
         if k == 0:
             break
-        w = weights[k][:, :-1]  # W_k without its bias row: (M, i, o)
-        gh = g * w.transpose(1, 2) if w.shape[2] == 1 else torch.bmm(g, w.transpose(1, 2))
-        g = activation_backward(gh, activation, h[..., :-1], pre[k - 1] if pre else None)
+        w = buffers.no_bias[k]  # (M, in, out)
+        gh = w * g if w.shape[2] == 1 else torch.bmm(w, g)  # W g: (M, in, B)
+        g = activation_backward(gh, activation, buffers.act[k - 1], pre[k - 1] if pre else None)
     return grads[::-1]
 
 
@@ -268,37 +275,42 @@ def loss_and_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *,
     number of real rows per network. Means are over real rows and outputs, like the
     ``reduction="mean"`` losses of :mod:`nnfin.train.losses`; ``sse`` sums, as the lecture.
     """
+    valid = None if valid is None else valid.unsqueeze(2)
     diff, grad = _errors_and_grad(pred, target, kind, None, count, valid, huber_delta)
     return step_losses(diff, kind, count=count, huber_delta=huber_delta), grad
 
 
 def loss_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *, out: torch.Tensor,
               count: torch.Tensor | None = None, valid: torch.Tensor | None = None,
-              huber_delta: float = 1.0) -> torch.Tensor:
-    """d loss_m / d pred (M, B, out) as :func:`loss_and_grad` computes it, without the loss:
-    the errors ``pred - target`` (zero on padded rows) are written to ``out``, from which
-    :func:`step_losses` gives the losses later (a training loop needs them once an epoch)."""
-    return _errors_and_grad(pred, target, kind, out, count, valid, huber_delta)[1]
+              huber_delta: float = 1.0, feature_major: bool = False) -> torch.Tensor:
+    """d loss_m / d pred as :func:`loss_and_grad` computes it, without the loss: the errors
+    ``pred - target`` (zero on padded rows) are written to ``out``, from which
+    :func:`step_losses` gives the losses later (a training loop needs them once an epoch).
+    ``feature_major``: ``pred``/``target`` are (M, out, B), as :func:`forward_step` gives them."""
+    if valid is not None:
+        valid = valid.unsqueeze(1 if feature_major else 2)
+    return _errors_and_grad(pred, target, kind, out, count, valid, huber_delta, feature_major)[1]
 
 
 def _errors_and_grad(pred: torch.Tensor, target: torch.Tensor, kind: str,
                      out: torch.Tensor | None, count: torch.Tensor | None,
-                     valid: torch.Tensor | None, huber_delta: float
+                     valid: torch.Tensor | None, huber_delta: float, feature_major: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(pred - target`` zeroed on padded rows ``, d loss / d pred)``; the errors go to ``out``
-    when given (no autograd through it then)."""
+    """``(pred - target`` zeroed where ``valid`` (broadcastable to ``pred``) is False ``,
+    d loss / d pred)``; the errors go to ``out`` when given (no autograd through it then)."""
     diff = pred - target if out is None else torch.sub(pred, target, out=out)
     if valid is not None:
-        diff = diff.masked_fill(~valid.unsqueeze(2), 0.0) if out is None else \
-            diff.masked_fill_(~valid.unsqueeze(2), 0.0)
-    return diff, _grad_of_errors(diff, kind, count, huber_delta)
+        diff = diff.masked_fill(~valid, 0.0) if out is None else diff.masked_fill_(~valid, 0.0)
+    return diff, _grad_of_errors(diff, kind, count, huber_delta, feature_major)
 
 
 def _grad_of_errors(diff: torch.Tensor, kind: str, count: torch.Tensor | None,
-                    huber_delta: float) -> torch.Tensor:
+                    huber_delta: float, feature_major: bool) -> torch.Tensor:
     if kind == "sse":
         return 2.0 * diff
     m, b, o = diff.shape
+    if feature_major:
+        b, o = o, b
     if count is None and kind == "mse":  # full batches: torch's own 2 / N, as a Python float
         return diff * (2.0 / (b * o))
     n = (count if count is not None else diff.new_full((m,), float(b))).clamp(min=1) * o
@@ -313,11 +325,14 @@ def _grad_of_errors(diff: torch.Tensor, kind: str, count: torch.Tensor | None,
 
 
 def step_losses(diff: torch.Tensor, kind: str, *, count: torch.Tensor | None = None,
-                huber_delta: float = 1.0) -> torch.Tensor:
-    """The losses of :func:`loss_and_grad` from stored errors ``diff`` (K, B, out), (K,)."""
+                huber_delta: float = 1.0, feature_major: bool = False) -> torch.Tensor:
+    """The losses of :func:`loss_and_grad` from stored errors ``diff`` (K, B, out), or
+    (K, out, B) if ``feature_major``: (K,)."""
     if kind == "sse":
         return diff.square().sum((1, 2))
     k, b, o = diff.shape
+    if feature_major:
+        b, o = o, b
     if count is None and kind == "mse":
         return diff.square().sum((1, 2)) / (b * o)
     n = (count if count is not None else diff.new_full((k,), float(b))).clamp(min=1) * o

@@ -6,12 +6,12 @@ hyperparameters as (M, 1) columns, and follows ``torch.optim``'s formulas term b
 corrections are computed in double precision per network and ``eps`` is added after
 ``sqrt(v) / sqrt(1 - beta2^t)``, as there. ``gd`` is SGD without momentum or weight decay.
 
-On the CPU, Adam and AdamW run torch's fused Adam kernel (the one ``torch.optim.Adam(...,
-fused=True)`` and nnfin's single-model loop call) over the rows of the stack, each row with its
-own step count, in one call per distinct ``(betas, eps)``: the kernel takes one learning rate,
-so it writes the unit-rate update into a scratch tensor and each network's rate scales it
-(``theta + lr * update``; weight decay is applied per network before). That is a few kernel
-calls per step whatever the number of networks and learning rates.
+On the CPU, Adam and AdamW run torch's fused kernels (the ones ``torch.optim.Adam(...,
+fused=True)``/``AdamW`` and nnfin's single-model loop call) with one call per distinct
+``(lr, betas, eps, weight_decay)``: networks that share these hyperparameters and sit next to
+each other in the stack (the engine orders them so) are one block of rows, updated as one
+tensor; otherwise, or while some of them are frozen or at other step counts, the call takes
+their rows one by one, each with its own step count.
 
 :class:`StackedOptimizer` keeps the state, updates ``theta`` in place and freezes networks that
 are not ``active``: their parameters and state keep their values.
@@ -143,15 +143,17 @@ class StackedOptimizer:
             self.state["square_avg"] = zeros(theta)
             self.state["buf"] = zeros(theta) if self.h["momentum"] is not None else None
         available = self.family == "adam" and theta.device.type == "cpu" and hasattr(
-            torch, "_fused_adam_")
+            torch, "_fused_adam_") and hasattr(torch, "_fused_adamw_")
         self.fused = available if fused is None else bool(fused) and available
-        self._rows: dict[str, list[torch.Tensor]] = {}
-        self._scratch: torch.Tensor | None = None
+        self._calls: list[tuple[tuple, np.ndarray, list[list[torch.Tensor]] | None, torch.Tensor]]
+        self._calls, self._prepared_for = [], None
         if self.fused:
-            # networks sharing (beta1, beta2, eps) share a kernel call
-            keys = [(float(b1), float(b2), float(c.eps))
-                    for b1, b2, c in zip(self.beta1, self.beta2, configs, strict=True)]
-            members: dict[tuple[float, float, float], list[int]] = {}
+            # one kernel call per distinct (adamw?, beta1, beta2, eps, lr, weight decay)
+            keys = [(c.name == "adamw", float(b1), float(b2), float(c.eps), float(lr),
+                     float(wd))
+                    for b1, b2, lr, wd, c in zip(self.beta1, self.beta2, self.lr, decay, configs,
+                                                 strict=True)]
+            members: dict[tuple, list[int]] = {}
             for i, key in enumerate(keys):
                 members.setdefault(key, []).append(i)
             self._kernel_groups = {k: np.array(v, dtype=np.int64) for k, v in members.items()}
@@ -177,46 +179,38 @@ class StackedOptimizer:
 
     def _fused_adam(self, theta: torch.Tensor, grad: torch.Tensor, active: np.ndarray | None
                     ) -> None:
-        h, s = self.h, self.state
-        if h["weight_decay"] is not None:  # Adam's coupled decay: grad + wd * theta
-            grad.addcmul_(h["weight_decay"], theta)
-        if h["decay_factor"] is not None:  # AdamW: theta * (1 - lr * wd), only who steps
-            factor = h["decay_factor"]
-            if active is not None:
-                keep = torch.as_tensor(active).to(theta.device).view(-1, 1)
-                factor = torch.where(keep, factor, torch.ones_like(factor))
-            theta.mul_(factor)
-        if self._scratch is None or self._scratch.shape != theta.shape:
-            self._scratch = torch.zeros_like(theta)
-            self._rows = {}
-        update = self._scratch.zero_()
-        if not self._rows or self._rows["grad"][0].data_ptr() != grad.data_ptr():
-            # row views (valid while the stack keeps these tensors) and, per kernel call, its
-            # members' rows and a step-count tensor (refilled in place while counts agree)
-            self._rows = {name: list(t.unbind(0)) for name, t in (
-                ("update", update), ("grad", grad), ("exp_avg", s["exp_avg"]),
-                ("exp_avg_sq", s["exp_avg_sq"]))}
-            self._calls = [(key, members, [[self._rows[n][i] for i in members.tolist()]
-                                           for n in ("update", "grad", "exp_avg", "exp_avg_sq")],
-                            torch.zeros((), dtype=torch.float32))
-                           for key, members in self._kernel_groups.items()]
-        rows = self._rows
-        for (beta1, beta2, eps), members, lists, step_t in self._calls:
+        s = self.state
+        tensors = (theta, grad, s["exp_avg"], s["exp_avg_sq"])
+        if self._prepared_for != [t.data_ptr() for t in tensors]:
+            # per kernel call: its members' block of rows as one tensor (when they are
+            # contiguous) or their rows, and a step-count tensor, refilled in place while the
+            # members' counts agree
+            self._prepared_for = [t.data_ptr() for t in tensors]
+            self._calls = []
+            for key, members in self._kernel_groups.items():
+                a, b = int(members[0]), int(members[-1]) + 1
+                block = b - a == len(members)
+                lists = [[t[a:b]] if block else [t[i] for i in members.tolist()]
+                         for t in tensors]
+                self._calls.append((key, members, lists, torch.zeros((), dtype=torch.float32)))
+        for (adamw, beta1, beta2, eps, lr, decay), members, lists, step_t in self._calls:
+            rows = None  # all members, as prepared
             if active is not None and not active[members].all():
-                members = members[active[members]]
+                members = rows = members[active[members]]
                 if len(members) == 0:
                     continue
-                pick = members.tolist()
-                lists = [[rows[n][i] for i in pick]
-                         for n in ("update", "grad", "exp_avg", "exp_avg_sq")]
             counts = self.steps[members]
             if (counts == counts[0]).all():
-                steps = [step_t.fill_(float(counts[0]))] * len(members)
+                steps = [step_t.fill_(float(counts[0]))] * (len(lists[0]) if rows is None
+                                                           else len(rows))
             else:  # networks at different step counts (folds of unequal size)
+                rows = members
                 steps = [torch.scalar_tensor(float(t), dtype=torch.float32) for t in counts.tolist()]
-            torch._fused_adam_(*lists, [], steps, lr=1.0, beta1=beta1, beta2=beta2,
-                               weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
-        theta.addcmul_(h["lr"], update)  # frozen networks: update rows stay zero
+            if rows is not None:
+                lists = [[t[i] for i in rows.tolist()] for t in tensors]
+            kernel = torch._fused_adamw_ if adamw else torch._fused_adam_
+            kernel(*lists, [], steps, lr=lr, beta1=beta1, beta2=beta2, weight_decay=decay,
+                   eps=eps, amsgrad=False, maximize=False)
 
     def _functional_step(self, theta: torch.Tensor, grad: torch.Tensor,
                          active: np.ndarray | None) -> torch.Tensor:
@@ -274,4 +268,4 @@ class StackedOptimizer:
             groups = {k: np.array([remap[i] for i in v.tolist() if i in remap], dtype=np.int64)
                       for k, v in self._kernel_groups.items()}
             self._kernel_groups = {k: v for k, v in groups.items() if len(v)}
-            self._scratch, self._rows = None, {}
+            self._calls, self._prepared_for = [], None
