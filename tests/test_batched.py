@@ -104,9 +104,17 @@ def test_training_step_with_biases_in_the_products_equals_autograd(act, widths):
     torch.testing.assert_close(out.transpose(1, 2), ref_out.detach(), rtol=1e-13, atol=1e-13)
     for loss in ("mse", "sse", "mae", "huber"):
         diff = torch.empty_like(out)
-        g = fn.loss_grad(out, y.transpose(1, 2), loss, out=diff, count=count, valid=valid,
-                         huber_delta=0.7, feature_major=True)
-        mine = flat_grads(fn.backward_step(buffers, cache, g, act))
+        for counted in (count, None):  # counted: per-network means; None: full batches
+            rows = valid if counted is not None else None
+            g, scale = fn.loss_grad(out, y.transpose(1, 2), loss, out=diff, count=counted,
+                                    valid=rows, huber_delta=0.7, feature_major=True)
+            mine = flat_grads(fn.backward_step(buffers, cache, g, act, scale))
+            value, _ = loss_and_grad(ref_out, y, loss, count=counted, valid=rows, huber_delta=0.7)
+            (ref,) = torch.autograd.grad(value.sum(), theta, retain_graph=True)
+            torch.testing.assert_close(mine, ref, rtol=1e-13, atol=1e-13)
+        g, scale = fn.loss_grad(out, y.transpose(1, 2), loss, out=diff, count=count, valid=valid,
+                                huber_delta=0.7, feature_major=True)
+        mine = flat_grads(fn.backward_step(buffers, cache, g, act, scale))
         value, _ = loss_and_grad(ref_out, y, loss, count=count, valid=valid, huber_delta=0.7)
         (ref,) = torch.autograd.grad(value.sum(), theta, retain_graph=True)
         torch.testing.assert_close(mine, ref, rtol=1e-13, atol=1e-13)

@@ -318,9 +318,10 @@ class _Stack:
         B) with a row of ones, ``yb`` (M, out, B); the prediction errors go to ``diff``
         (M, out, B), for the epoch's losses."""
         pred, cache = forward_step(self.buffers, xb, self.activation)
-        g = loss_grad(pred, yb, self.loss, out=diff, count=count, valid=valid,
-                      huber_delta=self.huber, feature_major=True)
-        grad = flat_grads(backward_step(self.buffers, cache, g, self.activation), out=self.grad)
+        g, scale = loss_grad(pred, yb, self.loss, out=diff, count=count, valid=valid,
+                             huber_delta=self.huber, feature_major=True)
+        grad = flat_grads(backward_step(self.buffers, cache, g, self.activation, scale),
+                          out=self.grad)
         add_penalty_(grad, self.theta, self.l1, self.l2_twice)  # (M, P)
         if self.wmask is not None:
             grad.mul_(self.wmask)

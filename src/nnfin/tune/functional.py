@@ -200,6 +200,7 @@ class StepBuffers:
         self.hidden = [torch.ones(m, w + 1, batch, **new) for w in layout.widths[1:-1]]
         self.act = [h[:, :-1] for h in self.hidden]  # act(z_k) inside [h_k; 1]: (M, width, B)
         self.z = [torch.empty(m, o, batch, **new) for o in layout.widths[1:]]
+        self.zero = torch.zeros(1, 1, 1, **new)  # the ignored input of scaled products
 
 
 def _act_into(activation: str, z: torch.Tensor, out: torch.Tensor) -> None:
@@ -233,22 +234,27 @@ def forward_step(buffers: StepBuffers, x: torch.Tensor, activation: str
     raise ValueError("a network needs at least one layer")
 
 
-def backward_step(buffers: StepBuffers, cache: Cache, g: torch.Tensor, activation: str
-                  ) -> list[torch.Tensor]:
-    """``[d[W_k; b_k]]``, (M, in + 1, out) each, from ``g`` = d loss / d output (M, out, B)."""
+def backward_step(buffers: StepBuffers, cache: Cache, g: torch.Tensor, activation: str,
+                  scale: float = 1.0) -> list[torch.Tensor]:
+    """``[d[W_k; b_k]]``, (M, in + 1, out) each, from d loss / d output = ``scale * g``
+    (M, out, B): the scale goes into the last layer's two products (free in a GEMM)."""
     inputs, pre = cache
     grads: list[torch.Tensor] = []
+    zero = buffers.zero
     for k in range(len(buffers.weights) - 1, -1, -1):
         h = inputs[k]  # (M, in + 1, B)
         if g.shape[1] == 1:  # one output: (g [h; 1]^T)^T, the same memory, is faster
-            grads.append(torch.bmm(g, h.transpose(1, 2)).view(h.shape[0], h.shape[1], 1))
+            dw = torch.baddbmm(zero, g, h.transpose(1, 2), beta=0, alpha=scale)
+            grads.append(dw.view(h.shape[0], h.shape[1], 1))
         else:
-            grads.append(torch.bmm(h, g.transpose(1, 2)))  # [h; 1] g^T
+            grads.append(torch.baddbmm(zero, h, g.transpose(1, 2), beta=0, alpha=scale))
         if k == 0:
             break
         w = buffers.no_bias[k]  # (M, in, out)
-        gh = w * g if w.shape[2] == 1 else torch.bmm(w, g)  # W g: (M, in, B)
+        gh = (torch.addcmul(zero, w, g, value=scale) if w.shape[2] == 1  # W g: (M, in, B)
+              else torch.baddbmm(zero, w, g, beta=0, alpha=scale))
         g = activation_backward(gh, activation, buffers.act[k - 1], pre[k - 1] if pre else None)
+        scale = 1.0
     return grads[::-1]
 
 
@@ -276,31 +282,41 @@ def loss_and_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *,
     ``reduction="mean"`` losses of :mod:`nnfin.train.losses`; ``sse`` sums, as the lecture.
     """
     valid = None if valid is None else valid.unsqueeze(2)
-    diff, grad = _errors_and_grad(pred, target, kind, None, count, valid, huber_delta)
+    diff, grad = _errors_and_grad(pred, target, kind, count, valid, huber_delta)
     return step_losses(diff, kind, count=count, huber_delta=huber_delta), grad
 
 
 def loss_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *, out: torch.Tensor,
               count: torch.Tensor | None = None, valid: torch.Tensor | None = None,
-              huber_delta: float = 1.0, feature_major: bool = False) -> torch.Tensor:
-    """d loss_m / d pred as :func:`loss_and_grad` computes it, without the loss: the errors
-    ``pred - target`` (zero on padded rows) are written to ``out``, from which
-    :func:`step_losses` gives the losses later (a training loop needs them once an epoch).
-    ``feature_major``: ``pred``/``target`` are (M, out, B), as :func:`forward_step` gives them."""
+              huber_delta: float = 1.0, feature_major: bool = False
+              ) -> tuple[torch.Tensor, float]:
+    """``(g, scale)`` with d loss_m / d pred ``= scale * g`` as :func:`loss_and_grad` computes
+    it, without the loss: the errors ``pred - target`` (zero on padded rows) are written to
+    ``out``, from which :func:`step_losses` gives the losses later (a training loop needs them
+    once an epoch). A constant factor (MSE of full batches, SSE) is left to ``scale``, for
+    :func:`backward_step` to apply inside its first products. ``feature_major``:
+    ``pred``/``target`` are (M, out, B), as :func:`forward_step` gives them."""
     if valid is not None:
         valid = valid.unsqueeze(1 if feature_major else 2)
-    return _errors_and_grad(pred, target, kind, out, count, valid, huber_delta, feature_major)[1]
+    diff = torch.sub(pred, target, out=out)
+    if valid is not None:
+        diff.masked_fill_(~valid, 0.0)
+    if kind == "sse":
+        return diff, 2.0
+    if kind == "mse" and count is None:
+        b, o = diff.shape[1:]
+        return diff, 2.0 / (b * o)  # torch's own 2 / N, as a Python float
+    return _grad_of_errors(diff, kind, count, huber_delta, feature_major), 1.0
 
 
 def _errors_and_grad(pred: torch.Tensor, target: torch.Tensor, kind: str,
-                     out: torch.Tensor | None, count: torch.Tensor | None,
-                     valid: torch.Tensor | None, huber_delta: float, feature_major: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     count: torch.Tensor | None, valid: torch.Tensor | None, huber_delta: float,
+                     feature_major: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(pred - target`` zeroed where ``valid`` (broadcastable to ``pred``) is False ``,
-    d loss / d pred)``; the errors go to ``out`` when given (no autograd through it then)."""
-    diff = pred - target if out is None else torch.sub(pred, target, out=out)
+    d loss / d pred)``."""
+    diff = pred - target
     if valid is not None:
-        diff = diff.masked_fill(~valid, 0.0) if out is None else diff.masked_fill_(~valid, 0.0)
+        diff = diff.masked_fill(~valid, 0.0)
     return diff, _grad_of_errors(diff, kind, count, huber_delta, feature_major)
 
 

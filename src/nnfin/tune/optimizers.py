@@ -187,12 +187,24 @@ class StackedOptimizer:
             # members' counts agree
             self._prepared_for = [t.data_ptr() for t in tensors]
             self._calls = []
+            self._same = torch.zeros((), dtype=torch.float32)  # every network's count, if one
             for key, members in self._kernel_groups.items():
                 a, b = int(members[0]), int(members[-1]) + 1
                 block = b - a == len(members)
                 lists = [[t[a:b]] if block else [t[i] for i in members.tolist()]
                          for t in tensors]
                 self._calls.append((key, members, lists, torch.zeros((), dtype=torch.float32)))
+            self._fast = [(torch._fused_adamw_ if key[0] else torch._fused_adam_, lists,
+                           [self._same] * len(lists[0]),
+                           {"lr": key[4], "beta1": key[1], "beta2": key[2], "weight_decay": key[5],
+                            "eps": key[3], "amsgrad": False, "maximize": False})
+                          for key, _, lists, _ in self._calls]
+        if active is None and (self.steps == self.steps[0]).all():
+            # the usual step: every network steps, all at one count; nothing to pick
+            self._same.fill_(float(self.steps[0]))
+            for kernel, lists, steps, kwargs in self._fast:
+                kernel(*lists, [], steps, **kwargs)
+            return
         for (adamw, beta1, beta2, eps, lr, decay), members, lists, step_t in self._calls:
             rows = None  # all members, as prepared
             if active is not None and not active[members].all():
