@@ -25,9 +25,14 @@ nnfin starts from scikit-learn's initialisation (``model.init = "sklearn"``: wei
 uniform in +-sqrt(2 / (fan_in + fan_out)) for logistic units), so the two compare training, not
 starting points (``--init default`` for torch's ``nn.Linear`` scheme, which skorch uses and which
 gives ~3x the CV MSE on this problem). At this error level the best CV MSE depends on the seed
-as much as on the library: ``--seeds K`` retrains each
-peer's best configuration with K - 1 more seeds (nnfin: ``train.seed``, scikit-learn:
-``random_state``; skorch is left out, it is too slow) and prints the spread.
+as much as on the library: ``--seeds K`` retrains every best configuration found (nnfin's and
+scikit-learn's) with K seeds in both libraries (nnfin: ``train.seed``, scikit-learn:
+``random_state``; skorch is left out, it is too slow) and prints the spread, so the two are
+compared on the same configurations.
+
+nnfin's searches take seconds and the others minutes, on a machine whose speed drifts: each
+nnfin peer runs ``--repeats`` times (default 3), before, between and after the slow peers, and
+its median is the time compared.
 
 nnfin's throughput is also printed as FLOP/s - the multiply-adds of the 60 fits' forward and
 backward passes at their own widths (3 x 2 x batch x sum(in x out) per step), over the wall
@@ -256,8 +261,10 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--init", default="sklearn", help="nnfin's [model] init (default: sklearn)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each nnfin peer, spread between the slow peers (median)")
     parser.add_argument("--seeds", type=int, default=1,
-                        help="retrain each peer's best configuration with this many seeds")
+                        help="retrain the best configurations with this many seeds, both peers")
     parser.add_argument("--peers", default="nnfin,nnfin-cv,sklearn,skorch",
                         help="comma-separated subset of nnfin, nnfin-cv, sklearn, skorch")
     args = parser.parse_args()
@@ -277,35 +284,39 @@ def main() -> None:
     warm = argparse.Namespace(**{**vars(args), "epochs": 1, "folds": 2, "n": 200})
     for name in peers:  # untimed: imports, first-call allocations and kernel selection
         runners[name](warm)
-    results: dict[str, dict[str, Any]] = {}
+    # nnfin's peers take seconds, the others minutes: nnfin runs --repeats times, before,
+    # between and after the slow ones, so that its median sees the machine they saw
+    fast = [p for p in peers if p.startswith("nnfin")]
+    slow = [p for p in peers if not p.startswith("nnfin")]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in peers}
     peaks = [sgemm_peak()]
-    for name in peers:
-        print(f"{name}: running ...", flush=True)
-        results[name] = runners[name](args)
+    for i in range(max(args.repeats if fast else 0, len(slow))):
+        for name in fast if i < args.repeats else []:
+            print(f"{name}: run {i + 1} of {args.repeats} ...", flush=True)
+            runs[name].append(runners[name](args))
+        if i < len(slow):
+            print(f"{slow[i]}: running ...", flush=True)
+            runs[slow[i]].append(runners[slow[i]](args))
     peaks.append(sgemm_peak())
+    results = {name: {**r[0], "wall_s": float(np.median([x["wall_s"] for x in r])),
+                      "walls": [x["wall_s"] for x in r]} for name, r in runs.items() if r}
     ref = results.get("nnfin", next(iter(results.values()), None))
-    print(f"\n{'peer':<10}{'wall s':>9}{'per fit ms':>12}{'x nnfin':>9}   {'CV MSE':>10}   "
-          "best (width, lr, L2)")
+    print(f"\n{'peer':<10}{'wall s':>9}{'[min, max] of runs':>22}{'per fit ms':>12}{'x nnfin':>9}"
+          f"   {'CV MSE':>10}   best (width, lr, L2)")
     for name, r in results.items():
         ratio = r["wall_s"] / ref["wall_s"] if ref else float("nan")
         b = r["best"]
-        print(f"{name:<10}{r['wall_s']:>9.2f}{1000 * r['wall_s'] / fits:>12.1f}{ratio:>9.2f}   "
-              f"{r['cv_mse']:>10.3e}   ({b['width']}, {b['lr']:g}, {b['l2']:g})")
+        spread = (f"[{min(r['walls']):.2f}, {max(r['walls']):.2f}] x{len(r['walls'])}"
+                  if len(r["walls"]) > 1 else "1 run")
+        print(f"{name:<10}{r['wall_s']:>9.2f}{spread:>22}{1000 * r['wall_s'] / fits:>12.1f}"
+              f"{ratio:>9.2f}   {r['cv_mse']:>10.3e}   ({b['width']}, {b['lr']:g}, {b['l2']:g})")
     for name in ("nnfin", "nnfin-cv"):
         if name in results:
             others = [f"{results[o]['wall_s'] / results[name]['wall_s']:.1f}x faster than {o}"
                       for o in ("sklearn", "skorch") if o in results]
-            print(f"{name}: {', '.join(others) or 'no peer run'}")
+            print(f"{name}: {', '.join(others) or 'no peer run'} (its median run)")
     if args.seeds > 1:
-        print(f"\nbest configuration's CV MSE over {args.seeds} seeds (the first is the search's):")
-        spread = {"nnfin-cv": seeds_nnfin, "sklearn": seeds_sklearn}
-        for name, fn in spread.items():
-            if name in results:
-                b = results[name]["best"]
-                values = fn(args, b, range(args.seeds))
-                print(f"{name:<10}({b['width']}, {b['lr']:g}, {b['l2']:g}): median "
-                      f"{np.median(values):.3e}, min {min(values):.3e}, max {max(values):.3e}  "
-                      f"[{', '.join(f'{v:.2e}' for v in values)}]")
+        seed_spread(args, results)
     peak = sum(peaks) / len(peaks)
     flops = train_flops(args)
     print(f"\nsgemm peak (float32 torch.mm, 1 thread): {peaks[0]:.1f} GFLOP/s before, "
@@ -316,6 +327,23 @@ def main() -> None:
             print(f"{name}: {flops / 1e9:.1f} GFLOP of training in {results[name]['wall_s']:.2f} s = "
                   f"{rate:.2f} GFLOP/s = {rate / peak:.1%} of the peak (small products, sigmoids "
                   "and per-step overhead: the rest)")
+
+
+def seed_spread(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
+    """Each best configuration found, retrained by nnfin and scikit-learn with ``--seeds`` seeds."""
+    bests: list[dict[str, Any]] = []
+    for name in ("nnfin-cv", "nnfin", "sklearn"):
+        if name in results and results[name]["best"] not in bests:
+            bests.append(results[name]["best"])
+    spread = {"nnfin": seeds_nnfin, "sklearn": seeds_sklearn}
+    print(f"\nCV MSE of the best configurations over {args.seeds} seeds (seed 0 is the search's):")
+    for best in bests:
+        for name, fn in spread.items():
+            if name in results or f"{name}-cv" in results:
+                values = fn(args, best, range(args.seeds))
+                print(f"({best['width']}, {best['lr']:g}, {best['l2']:g}) {name:<8} median "
+                      f"{np.median(values):.3e}, mean {np.mean(values):.3e}, min {min(values):.3e}, "
+                      f"max {max(values):.3e}  [{', '.join(f'{v:.2e}' for v in values)}]", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 Network m's layer k computes ``act(z @ W_k[m] + b_k[m])`` (the last layer is linear), with
 ``W_k[m]`` shaped (in, out) as on the lecture's slides. The stack keeps all parameters of all
 M networks in one flat tensor ``theta`` of shape (M, P) and reads the layers as views of it
-(:class:`StackLayout`), so one ``torch.baddbmm`` runs layer k of every network and the
+(:class:`StackLayout`), so one batched product runs layer k of every network and the
 optimizers update all parameters of all networks with a handful of element-wise calls.
+:func:`forward`/:func:`backward` take row-major batches (M, B, features); the training step's
+:func:`forward_step`/:func:`backward_step` take feature-major ones (M, features, B) with the
+biases inside the products (:class:`StepBuffers`), which run faster.
 
 Gradients are written out by hand (``h^T g`` and ``g W^T`` as batched products, then the very
 ATen kernels autograd itself calls for each activation: ``sigmoid_backward``...), which costs
