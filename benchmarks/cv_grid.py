@@ -192,6 +192,50 @@ def seeds_sklearn(args: argparse.Namespace, best: dict[str, Any], seeds: range) 
     return out
 
 
+def seeds_sklearn_from_nnfin(args: argparse.Namespace, best: dict[str, Any],
+                             seeds: range) -> list[float]:
+    """CV MSE of scikit-learn's ``MLPRegressor`` started from nnfin's initial weights for each
+    ``train.seed`` (a first one-epoch fit builds the network, its weights are then overwritten
+    and a ``warm_start`` fit trains ``epochs`` epochs with a fresh Adam): the same starting
+    point as :func:`seeds_nnfin`, so the two differ only in batch order and arithmetic."""
+    from sklearn.model_selection import KFold
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.preprocessing import StandardScaler
+
+    from nnfin.config import load_config
+    from nnfin.tune.cv_batched import initial_model
+
+    x, y = data(args)
+    y = y.reshape(-1, 1)
+    base = load_config(None, nnfin_overrides(args))
+    out = []
+    for seed in seeds:
+        cfg = load_config(base, [f"model.neurons=[{best['width']}, {best['width']}]",
+                                 f"train.seed={seed}"])
+        start = [(w.detach().double().numpy(), b.detach().double().numpy())
+                 for w, b in initial_model(cfg, 1, 1).layers()]
+        errors = []
+        for train, test in KFold(args.folds, shuffle=True, random_state=0).split(x):
+            sx, sy = StandardScaler().fit(x[train]), StandardScaler().fit(y[train])
+            xs, ys = sx.transform(x[train]), sy.transform(y[train]).ravel()
+            mlp = MLPRegressor(hidden_layer_sizes=(best["width"], best["width"]),
+                               activation="logistic", solver="adam", alpha=best["l2"],
+                               batch_size=64, learning_rate_init=best["lr"], max_iter=1,
+                               n_iter_no_change=args.epochs + 1, tol=0.0, random_state=seed,
+                               warm_start=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mlp.fit(xs, ys)  # builds the layers; its weights are replaced next
+                for k, (w, b) in enumerate(start):
+                    mlp.coefs_[k][...] = w
+                    mlp.intercepts_[k][...] = b
+                mlp.set_params(max_iter=args.epochs).fit(xs, ys)
+            pred = sy.inverse_transform(mlp.predict(sx.transform(x[test])).reshape(-1, 1))
+            errors.append(float(np.mean((pred - y[test]) ** 2)))
+        out.append(float(np.mean(errors)))
+    return out
+
+
 def run_sklearn(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.neural_network import MLPRegressor
@@ -335,13 +379,17 @@ def seed_spread(args: argparse.Namespace, results: dict[str, dict[str, Any]]) ->
     for name in ("nnfin-cv", "nnfin", "sklearn"):
         if name in results and results[name]["best"] not in bests:
             bests.append(results[name]["best"])
-    spread = {"nnfin": seeds_nnfin, "sklearn": seeds_sklearn}
-    print(f"\nCV MSE of the best configurations over {args.seeds} seeds (seed 0 is the search's):")
+    spread = {"nnfin": seeds_nnfin, "sklearn": seeds_sklearn,
+              "sklearn from nnfin's init": seeds_sklearn_from_nnfin}
+    print(f"\nCV MSE of the best configurations over {args.seeds} seeds (seed 0 is the search's; "
+          "the last line starts scikit-learn from nnfin's initial weights of each seed):")
     for best in bests:
         for name, fn in spread.items():
-            if name in results or f"{name}-cv" in results:
+            ran = ("nnfin" in results or "nnfin-cv" in results) if name == "nnfin" else \
+                "sklearn" in results
+            if ran:
                 values = fn(args, best, range(args.seeds))
-                print(f"({best['width']}, {best['lr']:g}, {best['l2']:g}) {name:<8} median "
+                print(f"({best['width']}, {best['lr']:g}, {best['l2']:g}) {name:<26} median "
                       f"{np.median(values):.3e}, mean {np.mean(values):.3e}, min {min(values):.3e}, "
                       f"max {max(values):.3e}  [{', '.join(f'{v:.2e}' for v in values)}]", flush=True)
 
