@@ -291,17 +291,18 @@ class _Stack:
         for start in range(0, n_steps, chunk):
             xs, ys = self._gather(index[start:start + chunk])  # (steps, M, features, B) views
             diffs = ys.new_zeros(ys.shape)  # (steps, M, out, B)
-            for j in range(xs.shape[0]):
+            for j, (xb, yb, diff) in enumerate(zip(xs.unbind(0), ys.unbind(0), diffs.unbind(0),
+                                                   strict=True)):
                 s = start + j
                 if plain:
-                    self._step(xs[j], ys[j], diffs[j], None, None, None)
+                    self._step(xb, yb, diff, None, None, None)
                     continue
                 active = stepped[s]
                 if not active.any():
                     continue
                 full = bool((counts[s] == self.batch).all())
                 valid = None if full else cols.unsqueeze(0) < counts_t[s].unsqueeze(1)  # (M, B)
-                self._step(xs[j], ys[j], diffs[j], valid, None if full else counts_t[s],
+                self._step(xb, yb, diff, valid, None if full else counts_t[s],
                            None if active.all() else active)
             k = diffs.shape[0]
             step_counts = None if all_full else counts_t[start:start + k].reshape(-1)
