@@ -202,6 +202,7 @@ class StepBuffers:
         self.no_bias = [w[:, :-1] for w in self.weights]  # W_k: (M, in, out)
         self.hidden = [torch.ones(m, w + 1, batch, **new) for w in layout.widths[1:-1]]
         self.act = [h[:, :-1] for h in self.hidden]  # act(z_k) inside [h_k; 1]: (M, width, B)
+        self.hidden_t = [h.transpose(1, 2) for h in self.hidden]  # (M, B, width + 1)
         self.z = [torch.empty(m, o, batch, **new) for o in layout.widths[1:]]
         self.zero = torch.zeros(1, 1, 1, **new)  # the ignored input of scaled products
 
@@ -246,8 +247,9 @@ def backward_step(buffers: StepBuffers, cache: Cache, g: torch.Tensor, activatio
     zero = buffers.zero
     for k in range(len(buffers.weights) - 1, -1, -1):
         h = inputs[k]  # (M, in + 1, B)
+        h_t = buffers.hidden_t[k - 1] if k else h.transpose(1, 2)
         if g.shape[1] == 1:  # one output: (g [h; 1]^T)^T, the same memory, is faster
-            dw = torch.baddbmm(zero, g, h.transpose(1, 2), beta=0, alpha=scale)
+            dw = torch.baddbmm(zero, g, h_t, beta=0, alpha=scale)
             grads.append(dw.view(h.shape[0], h.shape[1], 1))
         else:
             grads.append(torch.baddbmm(zero, h, g.transpose(1, 2), beta=0, alpha=scale))

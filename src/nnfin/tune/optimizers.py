@@ -147,6 +147,7 @@ class StackedOptimizer:
         self.fused = available if fused is None else bool(fused) and available
         self._calls: list[tuple[tuple, np.ndarray, list[list[torch.Tensor]] | None, torch.Tensor]]
         self._calls, self._prepared_for = [], None
+        self._uniform = True  # every network at the same step count
         if self.fused:
             # one kernel call per distinct (adamw?, beta1, beta2, eps, lr, weight decay)
             keys = [(c.name == "adamw", float(b1), float(b2), float(c.eps), float(lr),
@@ -199,7 +200,11 @@ class StackedOptimizer:
                            {"lr": key[4], "beta1": key[1], "beta2": key[2], "weight_decay": key[5],
                             "eps": key[3], "amsgrad": False, "maximize": False})
                           for key, _, lists, _ in self._calls]
-        if active is None and (self.steps == self.steps[0]).all():
+        if active is not None:
+            self._uniform = False  # step counts may differ from now on
+        elif not self._uniform:
+            self._uniform = bool((self.steps == self.steps[0]).all())
+        if active is None and self._uniform:
             # the usual step: every network steps, all at one count; nothing to pick
             self._same.fill_(float(self.steps[0]))
             for kernel, lists, steps, kwargs in self._fast:
