@@ -146,6 +146,26 @@ def test_width_mask_marks_the_small_network_inside_the_layout():
     assert int(mask.sum()) == StackLayout([1, 2, 3, 1]).n_params
 
 
+
+@pytest.mark.parametrize("rows", [[160, 160, 160], [160, 150, 160]])
+def test_epoch_batches_are_each_networks_own_sampler_batches(rows):
+    """Three networks with one seed: the stack's batch index of an epoch holds, for each
+    network, its own sampler's batches (shifted to its fold's rows in the stacked data), with
+    a short or missing last batch padded and counted."""
+    x, y = cos_data(400)
+    datas = [fold(x, y, range(k, k + n), range(300, 340)) for k, n in zip((0, 80, 160), rows,
+                                                                          strict=True)]
+    cfg = config()
+    jobs = [Job(cfg, d, build_model(cfg.model, in_dim=1, out_dim=1)) for d in datas]
+    stack = _Stack(jobs)
+    index, counts = stack._epoch_batches()
+    offsets = np.cumsum([0, *rows[:-1]])
+    for m, (n, offset) in enumerate(zip(rows, offsets, strict=True)):
+        ref = list(BatchSampler(n, 32, "shuffle", seed=cfg.train.seed).epoch())
+        assert counts[:, m].tolist() == [len(r) for r in ref] + [0] * (len(counts) - len(ref))
+        for s, batch in enumerate(ref):
+            assert torch.equal(index[s, m, :len(batch)], batch + int(offset))
+
 @pytest.mark.parametrize("mode", ["shuffle", "choice", "full"])
 def test_epoch_order_draws_what_the_sampler_draws(mode):
     a, b = BatchSampler(103, 10, mode, seed=3), BatchSampler(103, 10, mode, seed=3)
