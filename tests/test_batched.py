@@ -102,6 +102,9 @@ def test_training_step_with_biases_in_the_products_equals_autograd(act, widths):
     out, cache = fn.forward_step(buffers, x1.contiguous(), act)
     ref_out, _ = forward(layout.views(theta), x, act, keep=False)
     torch.testing.assert_close(out.transpose(1, 2), ref_out.detach(), rtol=1e-13, atol=1e-13)
+    errors, _ = fn.forward_step(buffers, x1.contiguous(), act, out=torch.empty_like(out),
+                                minus_target=-y.transpose(1, 2))  # pred - y in the last product
+    torch.testing.assert_close(errors, out - y.transpose(1, 2), rtol=1e-13, atol=1e-13)
     for loss in ("mse", "sse", "mae", "huber"):
         diff = torch.empty_like(out)
         for counted in (count, None):  # counted: per-network means; None: full batches

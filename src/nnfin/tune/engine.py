@@ -45,9 +45,9 @@ from nnfin.tune.functional import (
     StepBuffers,
     add_penalty_,
     backward_step,
+    errors_grad,
     flat_grads,
     forward_step,
-    loss_grad,
     step_losses,
 )
 from nnfin.tune.optimizers import StackedOptimizer, family
@@ -319,11 +319,11 @@ class _Stack:
               valid: torch.Tensor | None, count: torch.Tensor | None,
               active: np.ndarray | None) -> None:
         """One optimizer step of every network on its batch, feature-major: ``xb`` (M, in + 1,
-        B) with a row of ones, ``yb`` (M, out, B); the prediction errors go to ``diff``
-        (M, out, B), for the epoch's losses."""
-        pred, cache = forward_step(self.buffers, xb, self.activation)
-        g, scale = loss_grad(pred, yb, self.loss, out=diff, count=count, valid=valid,
-                             huber_delta=self.huber, feature_major=True)
+        B) with a row of ones, ``yb`` (M, out, B) the negated targets; the prediction errors go
+        to ``diff`` (M, out, B), for the epoch's losses."""
+        diff, cache = forward_step(self.buffers, xb, self.activation, minus_target=yb, out=diff)
+        g, scale = errors_grad(diff, self.loss, count=count, valid=valid, huber_delta=self.huber,
+                               feature_major=True)
         grad = flat_grads(backward_step(self.buffers, cache, g, self.activation, scale),
                           out=self.grad)
         add_penalty_(grad, self.theta, self.l1, self.l2_twice)  # (M, P)
@@ -333,7 +333,7 @@ class _Stack:
 
     def _gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows ``index`` (steps, M, B) as feature-major batches: ``x`` (steps, M, in + 1,
-        B) with a row of ones, ``y`` (steps, M, out, B); views of buffers kept across epochs."""
+        B) with a row of ones, ``-y`` (steps, M, out, B); views of buffers kept across epochs."""
         k = index.shape[0]
         n_in, n_out = self.x.shape[0], self.y.shape[0]
         shape = (n_in + 1 + n_out, *index.shape)
@@ -345,6 +345,7 @@ class _Stack:
         buf = self._batches[:, :k]
         for f, source in enumerate([*self.x, *self.y]):
             torch.index_select(source, 0, rows, out=buf[f if f < n_in else f + 1].view(-1))
+        buf[n_in + 1:].neg_()  # -y: the last layer's product adds it (see forward_step)
         batches = buf.permute(1, 2, 0, 3)  # (steps, M, in + 1 + out, B)
         return batches[:, :, :n_in + 1], batches[:, :, n_in + 1:]
 

@@ -217,20 +217,24 @@ def _act_into(activation: str, z: torch.Tensor, out: torch.Tensor) -> None:
         out.copy_(ACTIVATION_FUNCTIONS[activation](z))
 
 
-def forward_step(buffers: StepBuffers, x: torch.Tensor, activation: str
+def forward_step(buffers: StepBuffers, x: torch.Tensor, activation: str, *,
+                 minus_target: torch.Tensor | None = None, out: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, Cache]:
     """:func:`forward` for a training step, feature-major (see :class:`StepBuffers`): ``x``
     (M, in + 1, B) with a last row of ones -> the outputs (M, out, B), a buffer of ``buffers``
-    that the next step overwrites."""
+    that the next step overwrites. With ``minus_target`` (M, out, B), the negated targets,
+    the last product adds it and gives the errors ``pred - target`` instead (into ``out``)."""
     inputs: list[torch.Tensor] = []  # [x; 1], [h1; 1], ...
     pre: list[torch.Tensor] = []
     h = x
     last = len(buffers.weights) - 1
     for k, wt in enumerate(buffers.weights_t):
         inputs.append(h)
-        z = torch.bmm(wt, h, out=buffers.z[k])
         if k == last:
-            return z, (inputs, pre)
+            if minus_target is not None:
+                return torch.baddbmm(minus_target, wt, h, out=out), (inputs, pre)
+            return torch.bmm(wt, h, out=buffers.z[k]), (inputs, pre)
+        z = torch.bmm(wt, h, out=buffers.z[k])
         if activation in _NEEDS_INPUT:
             pre.append(z)
         h = buffers.hidden[k]
@@ -301,11 +305,17 @@ def loss_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *, out: torch
     once an epoch). A constant factor (MSE of full batches, SSE) is left to ``scale``, for
     :func:`backward_step` to apply inside its first products. ``feature_major``:
     ``pred``/``target`` are (M, out, B), as :func:`forward_step` gives them."""
+    return errors_grad(torch.sub(pred, target, out=out), kind, count=count, valid=valid,
+                       huber_delta=huber_delta, feature_major=feature_major)
+
+
+def errors_grad(diff: torch.Tensor, kind: str, *, count: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None, huber_delta: float = 1.0,
+                feature_major: bool = False) -> tuple[torch.Tensor, float]:
+    """:func:`loss_grad` from the errors ``diff = pred - target``, which are zeroed in place
+    on padded rows (``valid`` False)."""
     if valid is not None:
-        valid = valid.unsqueeze(1 if feature_major else 2)
-    diff = torch.sub(pred, target, out=out)
-    if valid is not None:
-        diff.masked_fill_(~valid, 0.0)
+        diff.masked_fill_(~valid.unsqueeze(1 if feature_major else 2), 0.0)
     if kind == "sse":
         return diff, 2.0
     if kind == "mse" and count is None:
