@@ -109,14 +109,15 @@ def test_training_step_with_biases_in_the_products_equals_autograd(act, widths):
         diff = torch.empty_like(out)
         for counted in (count, None):  # counted: per-network means; None: full batches
             rows = valid if counted is not None else None
-            g, scale = fn.loss_grad(out, y.transpose(1, 2), loss, out=diff, count=counted,
-                                    valid=rows, huber_delta=0.7, feature_major=True)
+            g, scale = fn.errors_grad(torch.sub(out, y.transpose(1, 2), out=diff), loss,
+                                      count=counted, valid=rows, huber_delta=0.7,
+                                      feature_major=True)
             mine = flat_grads(fn.backward_step(buffers, cache, g, act, scale))
             value, _ = loss_and_grad(ref_out, y, loss, count=counted, valid=rows, huber_delta=0.7)
             (ref,) = torch.autograd.grad(value.sum(), theta, retain_graph=True)
             torch.testing.assert_close(mine, ref, rtol=1e-13, atol=1e-13)
-        g, scale = fn.loss_grad(out, y.transpose(1, 2), loss, out=diff, count=count, valid=valid,
-                                huber_delta=0.7, feature_major=True)
+        g, scale = fn.errors_grad(torch.sub(out, y.transpose(1, 2), out=diff), loss, count=count,
+                                  valid=valid, huber_delta=0.7, feature_major=True)
         mine = flat_grads(fn.backward_step(buffers, cache, g, act, scale))
         value, _ = loss_and_grad(ref_out, y, loss, count=count, valid=valid, huber_delta=0.7)
         (ref,) = torch.autograd.grad(value.sum(), theta, retain_graph=True)

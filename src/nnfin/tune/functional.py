@@ -295,25 +295,15 @@ def loss_and_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *,
     return step_losses(diff, kind, count=count, huber_delta=huber_delta), grad
 
 
-def loss_grad(pred: torch.Tensor, target: torch.Tensor, kind: str, *, out: torch.Tensor,
-              count: torch.Tensor | None = None, valid: torch.Tensor | None = None,
-              huber_delta: float = 1.0, feature_major: bool = False
-              ) -> tuple[torch.Tensor, float]:
-    """``(g, scale)`` with d loss_m / d pred ``= scale * g`` as :func:`loss_and_grad` computes
-    it, without the loss: the errors ``pred - target`` (zero on padded rows) are written to
-    ``out``, from which :func:`step_losses` gives the losses later (a training loop needs them
-    once an epoch). A constant factor (MSE of full batches, SSE) is left to ``scale``, for
-    :func:`backward_step` to apply inside its first products. ``feature_major``:
-    ``pred``/``target`` are (M, out, B), as :func:`forward_step` gives them."""
-    return errors_grad(torch.sub(pred, target, out=out), kind, count=count, valid=valid,
-                       huber_delta=huber_delta, feature_major=feature_major)
-
-
 def errors_grad(diff: torch.Tensor, kind: str, *, count: torch.Tensor | None = None,
                 valid: torch.Tensor | None = None, huber_delta: float = 1.0,
                 feature_major: bool = False) -> tuple[torch.Tensor, float]:
-    """:func:`loss_grad` from the errors ``diff = pred - target``, which are zeroed in place
-    on padded rows (``valid`` False)."""
+    """``(g, scale)`` with d loss_m / d pred ``= scale * g`` as :func:`loss_and_grad` computes
+    it, from the errors ``diff = pred - target`` (zeroed here, in place, on padded rows:
+    ``valid`` False), without the loss: a training loop keeps ``diff`` and gets the losses
+    from :func:`step_losses` once an epoch. A constant factor (MSE of full batches, SSE) is
+    left to ``scale``, for :func:`backward_step` to apply inside its first products.
+    ``feature_major``: ``diff`` is (M, out, B), as :func:`forward_step` gives it."""
     if valid is not None:
         diff.masked_fill_(~valid.unsqueeze(1 if feature_major else 2), 0.0)
     if kind == "sse":

@@ -145,9 +145,8 @@ class StackedOptimizer:
         available = self.family == "adam" and theta.device.type == "cpu" and hasattr(
             torch, "_fused_adam_") and hasattr(torch, "_fused_adamw_")
         self.fused = available if fused is None else bool(fused) and available
-        self._calls: list[tuple[tuple, np.ndarray, list[list[torch.Tensor]] | None, torch.Tensor]]
-        self._calls, self._prepared_for = [], None
-        self._uniform = True  # every network at the same step count
+        self._calls: list[tuple] = []  # see _fused_adam
+        self._prepared_for: list[int] | None = None
         if self.fused:
             # one kernel call per distinct (adamw?, beta1, beta2, eps, lr, weight decay)
             keys = [(c.name == "adamw", float(b1), float(b2), float(c.eps), float(lr),
@@ -183,51 +182,32 @@ class StackedOptimizer:
         s = self.state
         tensors = (theta, grad, s["exp_avg"], s["exp_avg_sq"])
         if self._prepared_for != [t.data_ptr() for t in tensors]:
-            # per kernel call: its members' block of rows as one tensor (when they are
-            # contiguous) or their rows, and a step-count tensor, refilled in place while the
-            # members' counts agree
+            # per kernel call: its members and their block of rows as one tensor (when they
+            # are contiguous) or their rows; one step-count tensor serves every call
             self._prepared_for = [t.data_ptr() for t in tensors]
+            self._step_count = torch.zeros((), dtype=torch.float32)
             self._calls = []
-            self._same = torch.zeros((), dtype=torch.float32)  # every network's count, if one
-            for key, members in self._kernel_groups.items():
+            for (adamw, beta1, beta2, eps, lr, decay), members in self._kernel_groups.items():
                 a, b = int(members[0]), int(members[-1]) + 1
-                block = b - a == len(members)
-                lists = [[t[a:b]] if block else [t[i] for i in members.tolist()]
-                         for t in tensors]
-                self._calls.append((key, members, lists, torch.zeros((), dtype=torch.float32)))
-            self._fast = [(torch._fused_adamw_ if key[0] else torch._fused_adam_, lists,
-                           [self._same] * len(lists[0]),
-                           {"lr": key[4], "beta1": key[1], "beta2": key[2], "weight_decay": key[5],
-                            "eps": key[3], "amsgrad": False, "maximize": False})
-                          for key, _, lists, _ in self._calls]
-        if active is not None:
-            self._uniform = False  # step counts may differ from now on
-        elif not self._uniform:
-            self._uniform = bool((self.steps == self.steps[0]).all())
-        if active is None and self._uniform:
-            # the usual step: every network steps, all at one count; nothing to pick
-            self._same.fill_(float(self.steps[0]))
-            for kernel, lists, steps, kwargs in self._fast:
-                kernel(*lists, [], steps, **kwargs)
-            return
-        for (adamw, beta1, beta2, eps, lr, decay), members, lists, step_t in self._calls:
-            rows = None  # all members, as prepared
+                rows = [slice(a, b)] if b - a == len(members) else members.tolist()
+                kernel = torch._fused_adamw_ if adamw else torch._fused_adam_
+                kwargs = {"lr": lr, "beta1": beta1, "beta2": beta2, "weight_decay": decay,
+                          "eps": eps, "amsgrad": False, "maximize": False}
+                self._calls.append((kernel, kwargs, members,
+                                    [[t[r] for r in rows] for t in tensors]))
+        for kernel, kwargs, members, lists in self._calls:
             if active is not None and not active[members].all():
-                members = rows = members[active[members]]
+                members = members[active[members]]  # frozen networks: not in the call
                 if len(members) == 0:
                     continue
+                lists = [[t[i] for i in members.tolist()] for t in tensors]
             counts = self.steps[members]
             if (counts == counts[0]).all():
-                steps = [step_t.fill_(float(counts[0]))] * (len(lists[0]) if rows is None
-                                                           else len(rows))
-            else:  # networks at different step counts (folds of unequal size)
-                rows = members
-                steps = [torch.scalar_tensor(float(t), dtype=torch.float32) for t in counts.tolist()]
-            if rows is not None:
-                lists = [[t[i] for i in rows.tolist()] for t in tensors]
-            kernel = torch._fused_adamw_ if adamw else torch._fused_adam_
-            kernel(*lists, [], steps, lr=lr, beta1=beta1, beta2=beta2, weight_decay=decay,
-                   eps=eps, amsgrad=False, maximize=False)
+                steps = [self._step_count.fill_(float(counts[0]))] * len(lists[0])
+            else:  # networks at different step counts (folds of unequal size): row by row
+                lists = [[t[i] for i in members.tolist()] for t in tensors]
+                steps = [torch.scalar_tensor(float(c), dtype=torch.float32) for c in counts.tolist()]
+            kernel(*lists, [], steps, **kwargs)
 
     def _functional_step(self, theta: torch.Tensor, grad: torch.Tensor,
                          active: np.ndarray | None) -> torch.Tensor:
