@@ -35,6 +35,7 @@ Cache = tuple[list[torch.Tensor], list[torch.Tensor]]
 aten = torch.ops.aten
 
 # activations whose backward kernel needs the pre-activation z (the others use the output)
+_SIGMOID_BACKWARD = aten.sigmoid_backward.default  # the overload: less dispatch per call
 _NEEDS_INPUT = ("elu", "softplus", "gelu", "silu")
 LOSSES = ("mse", "sse", "mae", "huber")
 _MATVEC_MIN = 16  # from this many inputs on, a one-output layer is faster as multiply-and-sum
@@ -135,7 +136,7 @@ def activation_backward(g: torch.Tensor, activation: str, output: torch.Tensor,
                         pre: torch.Tensor | None) -> torch.Tensor:
     """d loss / d z from d loss / d act(z), with the kernels autograd uses for each activation."""
     if activation == "sigmoid":
-        return aten.sigmoid_backward(g, output)
+        return _SIGMOID_BACKWARD(g, output)
     if activation == "tanh":
         return aten.tanh_backward(g, output)
     if activation == "relu":
@@ -245,7 +246,8 @@ def forward_step(buffers: StepBuffers, x: torch.Tensor, activation: str, *,
 def backward_step(buffers: StepBuffers, cache: Cache, g: torch.Tensor, activation: str,
                   scale: float = 1.0) -> list[torch.Tensor]:
     """``[d[W_k; b_k]]``, (M, in + 1, out) each, from d loss / d output = ``scale * g``
-    (M, out, B): the scale goes into the last layer's two products (free in a GEMM)."""
+    (M, out, B): the scale goes into the last layer's two products (free in a GEMM); the
+    other layers' products are plain ``bmm`` (no scale, no ignored input to broadcast)."""
     inputs, pre = cache
     grads: list[torch.Tensor] = []
     zero = buffers.zero
@@ -253,15 +255,17 @@ def backward_step(buffers: StepBuffers, cache: Cache, g: torch.Tensor, activatio
         h = inputs[k]  # (M, in + 1, B)
         h_t = buffers.hidden_t[k - 1] if k else h.transpose(1, 2)
         if g.shape[1] == 1:  # one output: (g [h; 1]^T)^T, the same memory, is faster
-            dw = torch.baddbmm(zero, g, h_t, beta=0, alpha=scale)
+            dw = (torch.baddbmm(zero, g, h_t, beta=0, alpha=scale) if scale != 1.0
+                  else torch.bmm(g, h_t))
             grads.append(dw.view(h.shape[0], h.shape[1], 1))
-        else:
+        elif scale != 1.0:
             grads.append(torch.baddbmm(zero, h, g.transpose(1, 2), beta=0, alpha=scale))
+        else:
+            grads.append(torch.bmm(h, g.transpose(1, 2)))
         if k == 0:
             break
-        w = buffers.no_bias[k]  # (M, in, out)
-        gh = (torch.addcmul(zero, w, g, value=scale) if w.shape[2] == 1  # W g: (M, in, B)
-              else torch.baddbmm(zero, w, g, beta=0, alpha=scale))
+        w = buffers.no_bias[k]  # (M, in, out); W g: (M, in, B), for one output a K = 1 product
+        gh = torch.baddbmm(zero, w, g, beta=0, alpha=scale) if scale != 1.0 else torch.bmm(w, g)
         g = activation_backward(gh, activation, buffers.act[k - 1], pre[k - 1] if pre else None)
         scale = 1.0
     return grads[::-1]
