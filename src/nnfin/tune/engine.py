@@ -46,7 +46,6 @@ from nnfin.tune.functional import (
     add_penalty_,
     backward_step,
     errors_grad,
-    flat_grads,
     forward_step,
     step_losses,
 )
@@ -324,8 +323,8 @@ class _Stack:
         diff, cache = forward_step(self.buffers, xb, self.activation, minus_target=yb, out=diff)
         g, scale = errors_grad(diff, self.loss, count=count, valid=valid, huber_delta=self.huber,
                                feature_major=True)
-        grad = flat_grads(backward_step(self.buffers, cache, g, self.activation, scale),
-                          out=self.grad)
+        backward_step(self.buffers, cache, g, self.activation, scale)
+        grad = torch.cat(self.buffers.grads_flat, dim=1, out=self.grad)  # (M, P)
         add_penalty_(grad, self.theta, self.l1, self.l2_twice)  # (M, P)
         if self.wmask is not None:
             grad.mul_(self.wmask)

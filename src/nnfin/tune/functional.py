@@ -133,8 +133,12 @@ def forward(layers: Sequence[Layer], x: torch.Tensor, activation: str, *,
 
 
 def activation_backward(g: torch.Tensor, activation: str, output: torch.Tensor,
-                        pre: torch.Tensor | None) -> torch.Tensor:
-    """d loss / d z from d loss / d act(z), with the kernels autograd uses for each activation."""
+                        pre: torch.Tensor | None, *, out: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """d loss / d z from d loss / d act(z), with the kernels autograd uses for each activation
+    (into ``out`` when given, which may be ``g`` itself: the kernels are elementwise)."""
+    if out is not None:
+        return _BACKWARD_OUT[activation](g, output, pre, out)
     if activation == "sigmoid":
         return _SIGMOID_BACKWARD(g, output)
     if activation == "tanh":
@@ -150,6 +154,20 @@ def activation_backward(g: torch.Tensor, activation: str, output: torch.Tensor,
     if activation == "silu":
         return aten.silu_backward(g, pre)
     raise ValueError(f"unknown activation {activation!r}")
+
+
+_BACKWARD_OUT = {  # (g, act(z), z, out) -> out: the out= overloads of the kernels above
+    "sigmoid": lambda g, y, z, out: aten.sigmoid_backward.grad_input(g, y, grad_input=out),
+    "tanh": lambda g, y, z, out: aten.tanh_backward.grad_input(g, y, grad_input=out),
+    "relu": lambda g, y, z, out: aten.threshold_backward.grad_input(g, y, 0, grad_input=out),
+    "elu": lambda g, y, z, out: aten.elu_backward.grad_input(g, 1.0, 1, 1, False, z,
+                                                            grad_input=out),
+    "softplus": lambda g, y, z, out: aten.softplus_backward.grad_input(g, z, 1.0, 20.0,
+                                                                      grad_input=out),
+    "gelu": lambda g, y, z, out: aten.gelu_backward.grad_input(g, z, approximate="none",
+                                                              grad_input=out),
+    "silu": lambda g, y, z, out: aten.silu_backward.grad_input(g, z, grad_input=out),
+}
 
 
 def backward(layers: Sequence[Layer], cache: Cache, g: torch.Tensor, activation: str
@@ -205,7 +223,17 @@ class StepBuffers:
         self.act = [h[:, :-1] for h in self.hidden]  # act(z_k) inside [h_k; 1]: (M, width, B)
         self.hidden_t = [h.transpose(1, 2) for h in self.hidden]  # (M, B, width + 1)
         self.z = [torch.empty(m, o, batch, **new) for o in layout.widths[1:]]
-        self.zero = torch.zeros(1, 1, 1, **new)  # the ignored input of scaled products
+        # backward: d loss / d z_k of each hidden layer (M, width, B), overwritten in place by
+        # the activation's backward, and d[W_k; b_k] per layer, contiguous (a product writes
+        # a strided column block of an (M, P) tensor 2x slower than its own buffer); a
+        # one-output layer's is computed as (M, 1, in + 1), the same memory
+        self.dz = [torch.empty(m, w, batch, **new) for w in layout.widths[1:-1]]
+        self.dz_t = [d.transpose(1, 2) for d in self.dz]  # (M, B, width)
+        self.grad_out = [torch.empty(m, 1, i + 1, **new) if o == 1 else
+                         torch.empty(m, i + 1, o, **new) for i, o in layout._shapes()]
+        self.grads = [g.view(m, i + 1, o) for g, (i, o) in zip(self.grad_out, layout._shapes(),
+                                                               strict=True)]
+        self.grads_flat = [g.view(m, -1) for g in self.grad_out]  # for one (M, P) gradient
 
 
 def _act_into(activation: str, z: torch.Tensor, out: torch.Tensor) -> None:
@@ -245,30 +273,35 @@ def forward_step(buffers: StepBuffers, x: torch.Tensor, activation: str, *,
 
 def backward_step(buffers: StepBuffers, cache: Cache, g: torch.Tensor, activation: str,
                   scale: float = 1.0) -> list[torch.Tensor]:
-    """``[d[W_k; b_k]]``, (M, in + 1, out) each, from d loss / d output = ``scale * g``
-    (M, out, B): the scale goes into the last layer's two products (free in a GEMM); the
-    other layers' products are plain ``bmm`` (no scale, no ignored input to broadcast)."""
+    """``[d[W_k; b_k]]``, (M, in + 1, out) each (the views ``buffers.grads``, overwritten by
+    the next call), from d loss / d output = ``scale * g`` (M, out, B). The scale goes into
+    the last layer's two products (free in a GEMM); every other product is a plain ``bmm``,
+    and every product and activation backward writes into a buffer of ``buffers``."""
     inputs, pre = cache
-    grads: list[torch.Tensor] = []
-    zero = buffers.zero
-    for k in range(len(buffers.weights) - 1, -1, -1):
+    last = len(buffers.weights) - 1
+    for k in range(last, -1, -1):
         h = inputs[k]  # (M, in + 1, B)
         h_t = buffers.hidden_t[k - 1] if k else h.transpose(1, 2)
+        out = buffers.grad_out[k]
         if g.shape[1] == 1:  # one output: (g [h; 1]^T)^T, the same memory, is faster
-            dw = (torch.baddbmm(zero, g, h_t, beta=0, alpha=scale) if scale != 1.0
-                  else torch.bmm(g, h_t))
-            grads.append(dw.view(h.shape[0], h.shape[1], 1))
-        elif scale != 1.0:
-            grads.append(torch.baddbmm(zero, h, g.transpose(1, 2), beta=0, alpha=scale))
+            lhs, rhs = g, h_t
+        else:  # [h; 1] g^T
+            lhs, rhs = h, buffers.dz_t[k] if k < last else g.transpose(1, 2)
+        if scale != 1.0:
+            torch.baddbmm(out, lhs, rhs, beta=0, alpha=scale, out=out)  # beta = 0: out ignored
         else:
-            grads.append(torch.bmm(h, g.transpose(1, 2)))
+            torch.bmm(lhs, rhs, out=out)
         if k == 0:
             break
-        w = buffers.no_bias[k]  # (M, in, out); W g: (M, in, B), for one output a K = 1 product
-        gh = torch.baddbmm(zero, w, g, beta=0, alpha=scale) if scale != 1.0 else torch.bmm(w, g)
-        g = activation_backward(gh, activation, buffers.act[k - 1], pre[k - 1] if pre else None)
+        dz = buffers.dz[k - 1]  # W g: (M, in, B), for one output a K = 1 product
+        if scale != 1.0:
+            torch.baddbmm(dz, buffers.no_bias[k], g, beta=0, alpha=scale, out=dz)
+        else:
+            torch.bmm(buffers.no_bias[k], g, out=dz)
+        g = activation_backward(dz, activation, buffers.act[k - 1], pre[k - 1] if pre else None,
+                                out=dz)
         scale = 1.0
-    return grads[::-1]
+    return buffers.grads
 
 
 def flat_grads(grads: Sequence[Layer] | Sequence[torch.Tensor], out: torch.Tensor | None = None
