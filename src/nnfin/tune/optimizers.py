@@ -194,8 +194,14 @@ class StackedOptimizer:
                 kwargs = {"lr": lr, "beta1": beta1, "beta2": beta2, "weight_decay": decay,
                           "eps": eps, "amsgrad": False, "maximize": False}
                 self._calls.append((kernel, kwargs, members,
-                                    [[t[r] for r in rows] for t in tensors]))
-        for kernel, kwargs, members, lists in self._calls:
+                                    [[t[r] for r in rows] for t in tensors],
+                                    [self._step_count] * len(rows)))
+        if active is None and (self.steps == self.steps[0]).all():  # the usual step
+            self._step_count.fill_(float(self.steps[0]))
+            for kernel, kwargs, _, lists, steps in self._calls:
+                kernel(*lists, [], steps, **kwargs)
+            return
+        for kernel, kwargs, members, lists, _ in self._calls:
             if active is not None and not active[members].all():
                 members = members[active[members]]  # frozen networks: not in the call
                 if len(members) == 0:
