@@ -32,14 +32,16 @@ log = logging.getLogger("nnfin.tune.batched")
 DEFAULT_MAX_BYTES = 2 * 1024**3  # per stack: parameters, optimizer state, activations, data
 KEY_FIELDS = ("activation", "depth", "optimizer", "loss", "huber_delta", "sampling",
               "batch_size", "dtype", "device")
-# Step-cost model in nanoseconds on one CPU core, fitted to stacks of sigmoid networks: a step
-# pays a fixed ~450 us (some 30 kernel calls), then per network ~2.5 ns per activation
-# element (forward, backward), ~2.5 ns per parameter (gradient, penalty, Adam) and ~0.15 ns
-# per multiply-add of its three GEMM passes. The fixed part dominates small networks, so
-# narrow widths pay to share a padded stack (6 and 16 wide: one stack of 16 takes ~0.7 ms a
-# step where two take ~1 ms); wide ones do not (6/16 with 32: 1.4 ms apart, 1.6 ms together).
-STEP_OVERHEAD = 450_000
-ACT_PASSES, PARAM_PASSES, GEMM_WEIGHT = 2.5, 2.5, 0.15
+# Step-cost model in nanoseconds on one CPU core, fitted to stacks of 20 and 40 sigmoid
+# networks 6, 16, 32 and 64 wide (batch 64): a step pays a fixed ~175 us (some 20 kernel
+# calls), then per network ~4 us (its share of each batched product's per-matrix setup), ~1 ns
+# per activation element (forward, backward), ~1 ns per parameter (gradient, penalty, Adam)
+# and ~0.15 ns per multiply-add of its three GEMM passes. The fixed parts dominate small
+# networks, so narrow widths pay to share a padded stack (20 networks 6 wide and 20 16 wide:
+# one stack of 16 takes ~0.49 ms a step where two take ~0.63 ms); wide ones do not (those 40
+# with 20 32 wide: ~1.0 ms a step apart, ~1.4 ms together by the model).
+STEP_OVERHEAD, NETWORK_OVERHEAD = 175_000, 4_000
+ACT_PASSES, PARAM_PASSES, GEMM_WEIGHT = 1.0, 1.0, 0.15
 
 
 @dataclass
@@ -97,7 +99,8 @@ def step_cost(cfg: Config, widths: Sequence[int], *, n_train: int, in_dim: int =
     batch = _batch(cfg, n_train)
     n_params = sum(i * o + o for i, o in pairwise(dims))
     gemm = batch * sum(i * o for i, o in pairwise(dims))
-    return ACT_PASSES * batch * sum(widths) + PARAM_PASSES * n_params + GEMM_WEIGHT * gemm
+    return (NETWORK_OVERHEAD + ACT_PASSES * batch * sum(widths) + PARAM_PASSES * n_params
+            + GEMM_WEIGHT * gemm)
 
 
 def plan_groups(candidates: Sequence[Config], *, n_folds: int = 1, n_train: int = 1000,
