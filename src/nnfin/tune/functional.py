@@ -227,6 +227,7 @@ class StepBuffers:
         # the activation's backward, and d[W_k; b_k] per layer, contiguous (a product writes
         # a strided column block of an (M, P) tensor 2x slower than its own buffer); a
         # one-output layer's is computed as (M, 1, in + 1), the same memory
+        self.g_scaled = torch.empty(m, layout.widths[-1], batch, **new)  # scale * d / d output
         self.dz = [torch.empty(m, w, batch, **new) for w in layout.widths[1:-1]]
         self.dz_t = [d.transpose(1, 2) for d in self.dz]  # (M, B, width)
         self.grad_out = [torch.empty(m, 1, i + 1, **new) if o == 1 else
@@ -274,33 +275,27 @@ def forward_step(buffers: StepBuffers, x: torch.Tensor, activation: str, *,
 def backward_step(buffers: StepBuffers, cache: Cache, g: torch.Tensor, activation: str,
                   scale: float = 1.0) -> list[torch.Tensor]:
     """``[d[W_k; b_k]]``, (M, in + 1, out) each (the views ``buffers.grads``, overwritten by
-    the next call), from d loss / d output = ``scale * g`` (M, out, B). The scale goes into
-    the last layer's two products (free in a GEMM); every other product is a plain ``bmm``,
-    and every product and activation backward writes into a buffer of ``buffers``."""
+    the next call), from d loss / d output = ``scale * g`` (M, out, B). Every product and
+    activation backward writes into a buffer of ``buffers``."""
     inputs, pre = cache
     last = len(buffers.weights) - 1
+    if scale != 1.0:  # one small product here; then every product is a plain bmm
+        g = torch.mul(g, scale, out=buffers.g_scaled)
     for k in range(last, -1, -1):
         h = inputs[k]  # (M, in + 1, B)
-        h_t = buffers.hidden_t[k - 1] if k else h.transpose(1, 2)
-        out = buffers.grad_out[k]
         if g.shape[1] == 1:  # one output: (g [h; 1]^T)^T, the same memory, is faster
-            lhs, rhs = g, h_t
+            torch.bmm(g, buffers.hidden_t[k - 1] if k else h.transpose(1, 2),
+                      out=buffers.grad_out[k])
         else:  # [h; 1] g^T
-            lhs, rhs = h, buffers.dz_t[k] if k < last else g.transpose(1, 2)
-        if scale != 1.0:
-            torch.baddbmm(out, lhs, rhs, beta=0, alpha=scale, out=out)  # beta = 0: out ignored
-        else:
-            torch.bmm(lhs, rhs, out=out)
+            torch.bmm(h, buffers.dz_t[k] if k < last else g.transpose(1, 2),
+                      out=buffers.grad_out[k])
         if k == 0:
             break
-        dz = buffers.dz[k - 1]  # W g: (M, in, B), for one output a K = 1 product
-        if scale != 1.0:
-            torch.baddbmm(dz, buffers.no_bias[k], g, beta=0, alpha=scale, out=dz)
-        else:
-            torch.bmm(buffers.no_bias[k], g, out=dz)
+        dz = buffers.dz[k - 1]  # W g: (M, in, B); for one output a broadcast product
+        w = buffers.no_bias[k]
+        torch.mul(w, g, out=dz) if g.shape[1] == 1 else torch.bmm(w, g, out=dz)
         g = activation_backward(dz, activation, buffers.act[k - 1], pre[k - 1] if pre else None,
                                 out=dz)
-        scale = 1.0
     return buffers.grads
 
 
@@ -339,7 +334,7 @@ def errors_grad(diff: torch.Tensor, kind: str, *, count: torch.Tensor | None = N
     it, from the errors ``diff = pred - target`` (zeroed here, in place, on padded rows:
     ``valid`` False), without the loss: a training loop keeps ``diff`` and gets the losses
     from :func:`step_losses` once an epoch. A constant factor (MSE of full batches, SSE) is
-    left to ``scale``, for :func:`backward_step` to apply inside its first products.
+    left to ``scale``, for :func:`backward_step` to apply once (into a buffer of its own).
     ``feature_major``: ``diff`` is (M, out, B), as :func:`forward_step` gives it."""
     if valid is not None:
         diff.masked_fill_(~valid.unsqueeze(1 if feature_major else 2), 0.0)
