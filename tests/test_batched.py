@@ -227,13 +227,18 @@ def test_fused_adam_rows_follow_torch_fused_adam(name, dtype):
     assert fused.fused and not plain.fused
     assert [m.tolist() for m in fused._kernel_groups.values()] == [[0, 1, 5], [2], [3, 4]]
     other = theta.clone()
-    for _ in range(8):
+    # 8 steps of all networks (one step count), 2 with networks 1 and 4 frozen, then 3 of all
+    # networks at unequal step counts: every path of the fused update
+    frozen = np.array([True, False, True, True, False, True])
+    for active in [None] * 8 + [frozen] * 2 + [None] * 3:
         grad = torch.randn(6, 70, dtype=dtype)
-        for p, ref, g in zip(params, refs, grad, strict=True):
-            p.grad = g.clone()
-            ref.step()
-        fused.step(theta, grad.clone(), active=None)
-        plain.step(other, grad.clone(), active=None)
+        for i, (p, ref, g) in enumerate(zip(params, refs, grad, strict=True)):
+            if active is None or active[i]:
+                p.grad = g.clone()
+                ref.step()
+        fused.step(theta, grad.clone(), active=active)
+        plain.step(other, grad.clone(), active=active)
+    assert fused.steps.tolist() == [13, 11, 13, 13, 11, 13]
     tol = 1e-6 if dtype == torch.float32 else 1e-14
     expected = torch.stack([p.detach() for p in params])
     torch.testing.assert_close(theta, expected, rtol=tol, atol=tol)
