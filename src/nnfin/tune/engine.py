@@ -365,7 +365,7 @@ class _Stack:
         n_steps = stepped.sum(0)
         train = (host.sum(0) / torch.from_numpy(np.maximum(n_steps, 1))).tolist()  # epoch means
         finite = torch.isfinite(host).all(0).tolist()
-        val = self._val_losses().cpu().tolist()
+        val = self._val_losses().cpu().tolist() if self.has_val.any() else []  # [] unread
         done, improved = [], []
         for r, job_index in enumerate(self.rows):
             job = self.jobs[job_index]
