@@ -150,7 +150,6 @@ def test_width_mask_marks_the_small_network_inside_the_layout():
     assert int(mask.sum()) == StackLayout([1, 2, 3, 1]).n_params
 
 
-
 @pytest.mark.parametrize("rows", [[160, 160, 160], [160, 150, 160]])
 def test_epoch_batches_are_each_networks_own_sampler_batches(rows):
     """Three networks with one seed: the stack's batch index of an epoch holds, for each
@@ -169,6 +168,7 @@ def test_epoch_batches_are_each_networks_own_sampler_batches(rows):
         assert counts[:, m].tolist() == [len(r) for r in ref] + [0] * (len(counts) - len(ref))
         for s, batch in enumerate(ref):
             assert torch.equal(index[s, m, :len(batch)], batch + int(offset))
+
 
 @pytest.mark.parametrize("mode", ["shuffle", "choice", "full"])
 def test_epoch_order_draws_what_the_sampler_draws(mode):

@@ -35,7 +35,6 @@ Cache = tuple[list[torch.Tensor], list[torch.Tensor]]
 aten = torch.ops.aten
 
 # activations whose backward kernel needs the pre-activation z (the others use the output)
-_SIGMOID_BACKWARD = aten.sigmoid_backward.default  # the overload: less dispatch per call
 _NEEDS_INPUT = ("elu", "softplus", "gelu", "silu")
 LOSSES = ("mse", "sse", "mae", "huber")
 _MATVEC_MIN = 16  # from this many inputs on, a one-output layer is faster as multiply-and-sum
@@ -137,36 +136,22 @@ def activation_backward(g: torch.Tensor, activation: str, output: torch.Tensor,
                         ) -> torch.Tensor:
     """d loss / d z from d loss / d act(z), with the kernels autograd uses for each activation
     (into ``out`` when given, which may be ``g`` itself: the kernels are elementwise)."""
-    if out is not None:
-        return _BACKWARD_OUT[activation](g, output, pre, out)
-    if activation == "sigmoid":
-        return _SIGMOID_BACKWARD(g, output)
-    if activation == "tanh":
-        return aten.tanh_backward(g, output)
-    if activation == "relu":
-        return aten.threshold_backward(g, output, 0)
-    if activation == "elu":
-        return aten.elu_backward(g, 1.0, 1, 1, False, pre)
-    if activation == "softplus":
-        return aten.softplus_backward(g, pre, 1.0, 20.0)
-    if activation == "gelu":
-        return aten.gelu_backward(g, pre, approximate="none")
-    if activation == "silu":
-        return aten.silu_backward(g, pre)
-    raise ValueError(f"unknown activation {activation!r}")
+    if activation not in _BACKWARD:
+        raise ValueError(f"unknown activation {activation!r}")
+    op, args, kwargs = _BACKWARD[activation]
+    if out is None:
+        return op.default(*args(g, output, pre), **kwargs)
+    return op.grad_input(*args(g, output, pre), **kwargs, grad_input=out)
 
 
-_BACKWARD_OUT = {  # (g, act(z), z, out) -> out: the out= overloads of the kernels above
-    "sigmoid": lambda g, y, z, out: aten.sigmoid_backward.grad_input(g, y, grad_input=out),
-    "tanh": lambda g, y, z, out: aten.tanh_backward.grad_input(g, y, grad_input=out),
-    "relu": lambda g, y, z, out: aten.threshold_backward.grad_input(g, y, 0, grad_input=out),
-    "elu": lambda g, y, z, out: aten.elu_backward.grad_input(g, 1.0, 1, 1, False, z,
-                                                            grad_input=out),
-    "softplus": lambda g, y, z, out: aten.softplus_backward.grad_input(g, z, 1.0, 20.0,
-                                                                      grad_input=out),
-    "gelu": lambda g, y, z, out: aten.gelu_backward.grad_input(g, z, approximate="none",
-                                                              grad_input=out),
-    "silu": lambda g, y, z, out: aten.silu_backward.grad_input(g, z, grad_input=out),
+_BACKWARD = {  # activation -> (ATen backward op, its arguments from (g, act(z), z), keywords)
+    "sigmoid": (aten.sigmoid_backward, lambda g, y, z: (g, y), {}),
+    "tanh": (aten.tanh_backward, lambda g, y, z: (g, y), {}),
+    "relu": (aten.threshold_backward, lambda g, y, z: (g, y, 0), {}),
+    "elu": (aten.elu_backward, lambda g, y, z: (g, 1.0, 1, 1, False, z), {}),
+    "softplus": (aten.softplus_backward, lambda g, y, z: (g, z, 1.0, 20.0), {}),
+    "gelu": (aten.gelu_backward, lambda g, y, z: (g, z), {"approximate": "none"}),
+    "silu": (aten.silu_backward, lambda g, y, z: (g, z), {}),
 }
 
 
@@ -347,14 +332,14 @@ def errors_grad(diff: torch.Tensor, kind: str, *, count: torch.Tensor | None = N
 
 
 def _errors_and_grad(pred: torch.Tensor, target: torch.Tensor, kind: str,
-                     count: torch.Tensor | None, valid: torch.Tensor | None, huber_delta: float,
-                     feature_major: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                     count: torch.Tensor | None, valid: torch.Tensor | None, huber_delta: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(pred - target`` zeroed where ``valid`` (broadcastable to ``pred``) is False ``,
     d loss / d pred)``."""
     diff = pred - target
     if valid is not None:
         diff = diff.masked_fill(~valid, 0.0)
-    return diff, _grad_of_errors(diff, kind, count, huber_delta, feature_major)
+    return diff, _grad_of_errors(diff, kind, count, huber_delta, feature_major=False)
 
 
 def _grad_of_errors(diff: torch.Tensor, kind: str, count: torch.Tensor | None,

@@ -196,23 +196,24 @@ class StackedOptimizer:
                 self._calls.append((kernel, kwargs, members,
                                     [[t[r] for r in rows] for t in tensors],
                                     [self._step_count] * len(rows)))
-        if active is None and (self.steps == self.steps[0]).all():  # the usual step
+        same = bool((self.steps == self.steps[0]).all())  # the usual step: one count for all
+        if same:
             self._step_count.fill_(float(self.steps[0]))
-            for kernel, kwargs, _, lists, steps in self._calls:
-                kernel(*lists, [], steps, **kwargs)
-            return
-        for kernel, kwargs, members, lists, _ in self._calls:
+        for kernel, kwargs, members, lists, steps in self._calls:
             if active is not None and not active[members].all():
                 members = members[active[members]]  # frozen networks: not in the call
                 if len(members) == 0:
                     continue
                 lists = [[t[i] for i in members.tolist()] for t in tensors]
-            counts = self.steps[members]
-            if (counts == counts[0]).all():
-                steps = [self._step_count.fill_(float(counts[0]))] * len(lists[0])
-            else:  # networks at different step counts (folds of unequal size): row by row
-                lists = [[t[i] for i in members.tolist()] for t in tensors]
-                steps = [torch.scalar_tensor(float(c), dtype=torch.float32) for c in counts.tolist()]
+                steps = [self._step_count] * len(members)
+            if not same:
+                counts = self.steps[members]
+                if (counts == counts[0]).all():
+                    self._step_count.fill_(float(counts[0]))
+                else:  # networks at different step counts (folds of unequal size): row by row
+                    lists = [[t[i] for i in members.tolist()] for t in tensors]
+                    steps = [torch.scalar_tensor(float(c), dtype=torch.float32)
+                             for c in counts.tolist()]
             kernel(*lists, [], steps, **kwargs)
 
     def _functional_step(self, theta: torch.Tensor, grad: torch.Tensor,
