@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nnfin.errors import ConfigError, DataError, NNFinError
+from nnfin.errors import ConfigError, DataError, NNFinError, WriteError
 from nnfin.finance import FEATURES, KINDS, TARGETS, generate, read_dataset, write_dataset
 from nnfin.finance.datasets import parse_range_assignment, resolve_ranges
 from nnfin.finance.sampling import sample, unit_sample
@@ -69,7 +69,7 @@ def test_write_read_round_trip(tmp_path, suffix):
     back, meta_back = read_dataset(path)
     pd.testing.assert_frame_equal(back, df, check_exact=True)
     assert meta_back == (meta if suffix == ".parquet" else {})
-    with pytest.raises(DataError, match="already exists"):
+    with pytest.raises(WriteError, match="already exists"):
         write_dataset(df, meta, path)
     write_dataset(df.iloc[:3], meta, path, force=True)
     assert len(read_dataset(path)[0]) == 3

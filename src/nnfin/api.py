@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import random
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nnfin import distributed
+from nnfin import distributed, files
 from nnfin.config import Config, load_config
 from nnfin.data import Data, build_data
 from nnfin.data.finance_bridge import FINANCE_KINDS
@@ -27,7 +26,7 @@ from nnfin.io import save_model, versions
 from nnfin.metrics import regression_metrics
 from nnfin.models import Polynomial, build_model
 from nnfin.models.polynomial import least_squares
-from nnfin.runs import Run, new_run_dir, write_json
+from nnfin.runs import Run, abandon_run_dir, create_run_dir, write_json
 from nnfin.train.callbacks import Callback, EarlyStopping, ProgressBar
 from nnfin.train.loop import Trainer
 
@@ -50,8 +49,11 @@ def fit(config: Config | dict | str | Path | None = None, *, overrides: Sequence
     cfg = load_config(config, overrides)
     trainer, run_dir = build_trainer(cfg, write=write, callbacks=callbacks, progress=progress,
                                      console=console)
-    trainer.fit()
-    return finish_run(trainer, run_dir)
+    try:
+        trainer.fit()
+        return finish_run(trainer, run_dir)
+    finally:
+        release_run_dir(run_dir)
 
 
 def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = None,
@@ -72,18 +74,43 @@ def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = Non
     torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
     model = build_model(cfg.model, in_dim=data.in_dim, out_dim=data.out_dim)
     model = model.to(device=device, dtype=getattr(torch, cfg.train.dtype))
-    created = write and run_dir is None
-    if created:
-        run_dir = new_run_dir(cfg)
-        (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+    new = write and run_dir is None
+    made = False
+    if new:  # made and locked before anything is written; see release_run_dir
+        run_dir, made = create_run_dir(cfg)
+        try:
+            files.RunLock(run_dir, "nnfin fit").acquire()
+        except NNFinError:
+            abandon_run_dir(run_dir, made)
+            raise
     try:
         trainer = Trainer(model, data, cfg, callbacks=_callbacks(cfg, data.digest, run_dir, progress,
                                                                  console, callbacks))
+        if new:
+            files.write_text(run_dir / "config.toml", run_config_toml(cfg))
     except NNFinError:
-        if created:  # a config the trainer refuses leaves no half-made run folder behind
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if new:  # a refused config leaves no run folder behind (a folder the user made stays)
+            release_run_dir(run_dir)
+            abandon_run_dir(run_dir, made)
         raise
     return trainer, run_dir
+
+
+def release_run_dir(run_dir: Path | None) -> None:
+    """Drop the lock :func:`build_trainer` took on the run folder it created (once the run
+    folder is written, or training failed)."""
+    if run_dir is not None:
+        files.RunLock(run_dir).release()
+
+
+def run_config_toml(cfg: Config) -> str:
+    """``config.toml`` of a run folder: the resolved config without ``[run] dir``, so that
+    ``nnfin fit runs/NAME/config.toml`` reruns it into a new folder."""
+    import tomli_w
+
+    raw = cfg.to_dict()
+    raw.get("run", {}).pop("dir", None)
+    return tomli_w.dumps(raw)
 
 
 def _callbacks(cfg: Config, digest: str, run_dir: Path | None, progress: bool, console: Any,
@@ -170,14 +197,15 @@ def write_run(run: Run, trainer: Trainer) -> None:
 
     run_dir, cfg = run.dir, run.config
     assert run_dir is not None
-    (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
-    run.history.to_csv(run_dir / "history.csv", index=False)
+    files.write_text(run_dir / "config.toml", run_config_toml(cfg), force=True)
+    files.write_frame(run_dir / "history.csv", run.history, force=True)
     if run.status != "diverged":
         save_model(run_dir, run.model, cfg.model.model_dump(mode="json"),
                    features=run.features, targets=run.targets, scaler=run.scaler,
                    dtype=cfg.train.dtype)
         grads = final_gradients(trainer)
-        save_file(grads, str(run_dir / "gradients.safetensors"))
+        files.write_with(run_dir / "gradients.safetensors", lambda tmp: save_file(grads, str(tmp)),
+                         force=True)
     write_json(run_dir / "metrics.json", run.metrics)
     if cfg.run.plots:
         if len(run.history):

@@ -45,3 +45,11 @@ def one_of(value: object, choices: Iterable[str]) -> str:
     """Format ``"choose one of a, b, c; did you mean ...?"`` for an unknown name."""
     choices = list(choices)
     return f"choose one of {', '.join(choices)}{did_you_mean(str(value), choices)}"
+
+
+class WriteError(NNFinError):
+    """A file cannot be written: it exists (no ``--force``), the disk is full, access is denied..."""
+
+
+class RunFolderBusy(NNFinError):
+    """Another process holds the run folder's lock (it is training or writing there)."""

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nnfin import __version__
+from nnfin import __version__, files
 from nnfin.config import ModelConfig
 from nnfin.data.scaling import Standardizer
 from nnfin.errors import FileFormatError
@@ -43,46 +41,32 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder, fsync, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def versions() -> dict[str, str]:
     return {"nnfin": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def save_model(folder: str | Path, model: nn.Module, model_cfg: dict[str, Any], *,
                features: list[str], targets: list[str], scaler: Standardizer | None = None,
-               dtype: str = "float32") -> Path:
-    """Write ``model.safetensors`` and ``model.json`` into ``folder``; returns the JSON path."""
+               dtype: str = "float32", force: bool = True) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``folder``; returns the JSON path.
+
+    ``force=False`` refuses a folder that already holds either file (before writing any).
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    weights, path = folder / WEIGHTS, folder / SPEC
+    for target in (weights, path):
+        files.check_target(target, force=force)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if scaler is not None:
         tensors.update(scaler.tensors())
-    weights = folder / WEIGHTS
-    tmp = folder / f".{WEIGHTS}.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, weights)
+    files.write_with(weights, lambda tmp: save_file(tensors, str(tmp)), force=force)
     spec = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": model_cfg, "in_dim": len(features), "out_dim": len(targets),
         "features": features, "targets": targets, "dtype": dtype, "scaled": scaler is not None,
         "weights": WEIGHTS, "sha256": sha256_file(weights), "versions": versions(),
     }
-    path = folder / SPEC
-    atomic_write_bytes(path, (json.dumps(spec, indent=2) + "\n").encode())
+    files.write_json(path, spec, force=True)  # pairs with the weights just written
     return path
 
 
@@ -106,9 +90,43 @@ def read_spec(path: str | Path) -> tuple[dict[str, Any], Path]:
         raise FileFormatError(f"model file {str(spec_path)!r} is not valid JSON: {exc}") from None
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise FileFormatError(f"model file {str(spec_path)!r} is not an nnfin model description")
-    if spec.get("format_version", 0) > FORMAT_VERSION:
+    version = spec.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise FileFormatError(f"model file {str(spec_path)!r}: \"format_version\" = {version!r} "
+                              "must be an integer")
+    if version > FORMAT_VERSION:
         raise FileFormatError(f"model file {str(spec_path)!r} has format version "
                               f"{spec['format_version']}; this nnfin reads up to {FORMAT_VERSION}")
+    for names, dim in (("features", "in_dim"), ("targets", "out_dim")):
+        value = spec.get(names)
+        if value is None:
+            raise FileFormatError(f"model file {str(spec_path)!r} has no \"{names}\" (the list of "
+                                  f"{names[:-1]} column names)")
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(v, str) and v for v in value)):
+            raise FileFormatError(f"model file {str(spec_path)!r}: \"{names}\" = "
+                                  f"{json.dumps(value)[:200]} must be a non-empty list of column names")
+        twice = next((v for v in value if value.count(v) > 1), None)
+        if twice is not None:
+            raise FileFormatError(f"model file {str(spec_path)!r}: \"{names}\" names {twice!r} "
+                                  "twice")
+        width = spec.get(dim, len(value))
+        if width != len(value) or isinstance(width, bool):
+            raise FileFormatError(f"model file {str(spec_path)!r}: \"{dim}\" = "
+                                  f"{json.dumps(width)[:200]} does not match the {len(value)} "
+                                  f"\"{names}\" {json.dumps(value)[:200]}")
+        spec[dim] = len(value)
+    if not isinstance(spec.get("model"), dict):
+        raise FileFormatError(f"model file {str(spec_path)!r}: \"model\" = "
+                              f"{json.dumps(spec.get('model'))[:200]} must be a table of the "
+                              "architecture ({\"kind\": \"mlp\", ...})")
+    dtype = spec.get("dtype", "float32")
+    if not isinstance(dtype, str) or not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise FileFormatError(f"model file {str(spec_path)!r}: \"dtype\" = {json.dumps(dtype)[:200]} "
+                              "is not a torch dtype (e.g. \"float32\")")
+    if not isinstance(spec.get("weights", WEIGHTS), str):
+        raise FileFormatError(f"model file {str(spec_path)!r}: \"weights\" = "
+                              f"{json.dumps(spec['weights'])[:200]} must be a file name")
     weights = spec_path.parent / spec.get("weights", WEIGHTS)
     if not weights.exists():
         raise FileFormatError(f"weights file {str(weights)!r} does not exist")

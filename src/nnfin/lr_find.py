@@ -172,17 +172,28 @@ def figure(res: LRFindResult, title: str = "learning-rate range test") -> Any:
 
 def lr_find(config: Config | dict | str | Path | None = None, *, overrides: Sequence[str] = (),
             start: float = 1e-7, end: float = 10.0, steps: int = 100, plot: str | Path | None = None,
-            write: bool = True) -> LRFindResult:
+            write: bool = True, force: bool = False) -> LRFindResult:
     """The range test on the model, optimizer, loss, penalty and mini-batches a config describes.
 
-    Writes ``plot`` (default ``<run.root>/lr-find-<time>.png``) and a CSV beside it.
+    Writes ``plot`` (default ``<run.root>/lr-find-<time>.png``) and a CSV of the same name
+    beside it; an existing plot or CSV is refused (before the test runs) unless ``force``.
     """
+    from nnfin import files
     from nnfin.api import build_trainer
 
     cfg = load_config(config, [*overrides, "train.progress=false"])
     if cfg.optim.name == "lbfgs":
         raise ConfigError("[optim] name = 'lbfgs': the range test needs a first-order optimizer "
                           "(gd, sgd, adam, adamw, rmsprop)")
+    path = None
+    if write:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(plot) if plot else _free(Path(cfg.run.root) / f"lr-find-{stamp}.png")
+        if path.suffix.lower() in ("", ".csv"):
+            raise ConfigError(f"--plot {str(path)!r} needs an image suffix such as .png, .pdf or .svg "
+                              "(the CSV is written beside it)")
+        for target, field in ((path, "--plot"), (path.with_suffix(".csv"), "--plot's CSV")):
+            files.check_target(target, force=force, field=field)  # refuse before the test runs
     trainer, _ = build_trainer(cfg, write=False)  # seeded exactly as nnfin fit seeds
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -194,14 +205,11 @@ def lr_find(config: Config | dict | str | Path | None = None, *, overrides: Sequ
 
     res = range_test(trainer.model, trainer.optimizer, _Epochs(batches), loss_fn=trainer.loss_fn,
                      penalty=cfg.penalty, start=start, end=end, steps=steps)
-    if write:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path(plot) if plot else _free(Path(cfg.run.root) / f"lr-find-{stamp}.png")
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
         from nnfin import plots
 
-        plots.save(figure(res), path)
-        res.to_frame().to_csv(path.with_suffix(".csv"), index=False)
+        files.write_frame(path.with_suffix(".csv"), res.to_frame(), force=force, field="--plot's CSV")
+        plots.save(figure(res), path, force=force, field="--plot")
         res.plot = path
     return res
 

@@ -61,9 +61,8 @@ def fit_figure(x: np.ndarray, y: np.ndarray, predict, *, feature: str = "x", tar
     return fig
 
 
-def save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def save(fig: Figure, path: str | Path, *, force: bool = True, field: str | None = None) -> Path:
+    """Save and close ``fig`` through nnfin's writer (``force=False``: refuse an existing file)."""
+    from nnfin import files
+
+    return files.save_figure(fig, path, force=force, field=field)

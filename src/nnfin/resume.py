@@ -11,12 +11,15 @@ bit, as the run left alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nnfin import files
 from nnfin.api import build_trainer, finish_run
 from nnfin.config import Config, load_config, validate
 from nnfin.errors import ConfigError, DataError, FileFormatError
@@ -41,6 +44,9 @@ def find_checkpoint(run_dir: Path) -> tuple[dict[str, Any], Path, list[str]]:
     for name in ("last.ckpt", "prev.ckpt"):
         path = folder / name
         if not path.exists():
+            if name == "last.ckpt" and (folder / "prev.ckpt").exists():
+                notes.append(f"checkpoint {str(path)!r} is missing (the run was stopped while "
+                             "writing it); falling back to the previous checkpoint")
             continue
         try:
             state = load_checkpoint(path)
@@ -96,10 +102,18 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, iterations: int | 
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileFormatError(f"run folder {str(run_dir)!r} does not exist")
+        what = "is a file, not a run folder" if run_dir.is_file() else "does not exist"
+        raise FileFormatError(f"run folder {str(run_dir)!r} {what}")
+    worker = int(os.environ.get("RANK", "0") or 0) != 0  # torchrun: rank 0 writes, and locks
+    with contextlib.nullcontext() if worker else files.RunLock(run_dir, "nnfin resume"):
+        return _resume(run_dir, epochs, iterations, overrides, callbacks, progress, console)
+
+
+def _resume(run_dir: Path, epochs: int | None, iterations: int | None, overrides: Sequence[str],
+            callbacks: Sequence[Callback], progress: bool, console: Any) -> Run:
     state, _, notes = find_checkpoint(run_dir)
     for note in notes:
-        warnings.warn(note, ResumeWarning, stacklevel=2)
+        warnings.warn(note, ResumeWarning, stacklevel=3)
     cfg = _merge(validate(state["config"]), overrides)
     if epochs is not None or iterations is not None:
         raw = cfg.to_dict()

@@ -29,10 +29,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from nnfin import files
 from nnfin.config import Config, RunConfig, load_config
 from nnfin.data.scaling import Standardizer
-from nnfin.errors import ConfigError, DataError, FileFormatError
-from nnfin.io import atomic_write_bytes, load_model
+from nnfin.errors import ConfigError, DataError, FileFormatError, NNFinError
+from nnfin.io import load_model
 
 
 @dataclass
@@ -95,38 +96,59 @@ def _slug(text: str) -> str:
 
 
 def new_run_dir(cfg: Config) -> Path:
-    """Create the run folder; refuse one that already holds files (nothing is overwritten)."""
+    """Create the run folder; refuse one that already holds files (nothing is overwritten).
+
+    ``[run] dir`` may name a missing or an empty folder; without it the folder is
+    ``[run] root/<time>-<model>-<data>``, with ``-2``, ``-3``... when that name is taken.
+    """
+    return create_run_dir(cfg)[0]
+
+
+def create_run_dir(cfg: Config) -> tuple[Path, bool]:
+    """Like :func:`new_run_dir`; also says whether the folder was made (``False``: it existed, empty)."""
     rc: RunConfig = cfg.run
     if rc.dir:
         path = Path(rc.dir)
+        if path.is_symlink() and not path.exists():
+            raise ConfigError(f"[run] dir = {rc.dir!r} is a symbolic link to a missing folder; "
+                              "remove the link or choose another folder")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise ConfigError(f"[run] dir = {rc.dir!r} already exists and is not empty; "
                               "choose another folder (nothing was overwritten)")
-    else:
-        data = Path(cfg.data.path).stem if cfg.data.kind == "file" and cfg.data.path \
-            else cfg.data.kind
-        base = Path(rc.root) / _slug(f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model.kind}-{data}")
-        path, k = base, 1
-        while path.exists():
-            k += 1
-            path = base.with_name(f"{base.name}-{k}")
+        existed = path.is_dir()
+        _mkdir(path, exist_ok=True)
+        return path, not existed
+    data = Path(cfg.data.path).stem if cfg.data.kind == "file" and cfg.data.path else cfg.data.kind
+    base = Path(rc.root) / _slug(f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model.kind}-{data}")
+    path, k = base, 1
+    while True:
+        if not path.exists() and not path.is_symlink() and _mkdir(path, exist_ok=False):
+            return path, True
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+
+
+def _mkdir(path: Path, *, exist_ok: bool) -> bool:
+    """Make the folder; ``False`` when ``exist_ok`` is off and the folder appeared meanwhile."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"[run] dir = {str(path)!r} cannot be created: {exc.strerror}") from None
-    return path
+        made = files.make_dir(path, field="[run] dir")
+    except NNFinError as exc:
+        raise ConfigError(str(exc)) from None
+    return made or exist_ok
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+def abandon_run_dir(path: Path, created: bool) -> None:
+    """Undo :func:`create_run_dir` after a refusal: remove nnfin's own files, and the folder
+    only if nnfin made it (a folder the user made stays, empty as it was)."""
+    for name in ("config.toml", files.LOCK_NAME):
+        files.remove(path / name)
+    if created:
+        files.remove(path)  # only if empty: nothing of the user's can go
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def write_json(path: Path, obj: Any, *, force: bool = True) -> None:
+    """Write a run-folder JSON file (nnfin's own: replaced when rewritten)."""
+    files.write_json(path, obj, force=force)
 
 
 def read_history(run_dir: Path) -> pd.DataFrame:
@@ -137,6 +159,10 @@ def read_history(run_dir: Path) -> pd.DataFrame:
 def load_run(path: str | Path, *, device: str | torch.device = "cpu") -> Run:
     """Open a run folder written by ``nnfin fit`` (weights via safetensors, never pickle)."""
     run_dir = Path(path)
+    if run_dir.is_file():
+        raise FileFormatError(f"{str(run_dir)!r} is a file, not a run folder; load_run opens a run "
+                              "folder written by nnfin fit; read a model file with "
+                              "nnfin.load(path) (nnfin predict FILE on the command line)")
     if not run_dir.is_dir():
         raise FileFormatError(f"run folder {str(run_dir)!r} does not exist")
     if not (run_dir / "config.toml").exists():

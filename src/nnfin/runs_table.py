@@ -1,7 +1,9 @@
 """Overview and comparison of run folders: what ``nnfin runs`` and ``nnfin runs compare`` show.
 
 A run is any folder holding a ``config.toml``; it is read without rebuilding its model, so
-runs still training, killed or written by older versions are listed too.
+runs still training, killed or written by older versions are listed too. A run whose
+``config.toml``, ``metrics.json`` or ``history.csv`` cannot be read is listed with the status
+``unreadable: <file>: <reason>``; the other runs are listed as usual.
 
 >>> rows = sort_runs(find_runs("runs"), "val")  # doctest: +SKIP
 >>> print(rows[0].name, rows[0].best_val)  # doctest: +SKIP
@@ -20,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
+from rich.markup import escape
 from rich.table import Table
 
 from nnfin.errors import ConfigError, FileFormatError
@@ -28,6 +31,10 @@ SORT_KEYS = ("time", "duration", "val", "test", "name")
 SPLITS = ("train", "val", "test")
 METRICS = ("mse", "rmse", "mae", "r2", "max_abs_error")
 MISSING = "running-or-killed"  # the status of a run without metrics.json
+UNREADABLE = "unreadable"  # the status (prefix) of a run with a file that cannot be read
+# what reading a broken file raises: UnicodeDecodeError, TOMLDecodeError, JSONDecodeError and
+# pandas' ParserError are ValueErrors; permissions and I/O failures are OSErrors
+READ_ERRORS = (OSError, ValueError)
 
 
 @dataclass
@@ -47,6 +54,39 @@ class RunSummary:
     test_r2: float | None = None
     seconds: float | None = None
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+    problems: list[str] = field(default_factory=list)  # "<file>: <reason>" per unreadable file
+
+
+def read_problem(exc: BaseException) -> str:
+    """Why a file could not be read, in one short line (``not UTF-8 text (byte b'\\xff' at
+    position 1)``, ``Invalid value (at line 3, column 5)``, ``Permission denied``)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at position {exc.start})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split())
+    return text[:160] or type(exc).__name__
+
+
+def _parse_config(path: Path) -> dict[str, Any]:
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def _parse_metrics(path: Path) -> dict[str, Any]:
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(metrics, dict):
+        raise ValueError(f"holds a JSON {type(metrics).__name__}, not an object")
+    return metrics
+
+
+def _parse_history(path: Path) -> pd.DataFrame:
+    try:
+        history = pd.read_csv(path, encoding="utf-8")
+    except pd.errors.EmptyDataError:  # a run that diverged in its first epoch
+        return pd.DataFrame()
+    if len(history) and "epoch" not in history:
+        raise ValueError(f"no 'epoch' column (columns: {', '.join(map(str, history.columns))})")
+    return history
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
@@ -55,9 +95,9 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileFormatError(f"{str(run_dir)!r} is not a run folder (no config.toml)")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise FileFormatError(f"{str(path)!r} cannot be read: {exc}") from None
+        return _parse_config(path)
+    except READ_ERRORS as exc:
+        raise FileFormatError(f"{str(path)!r} cannot be read: {read_problem(exc)}") from None
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
@@ -66,19 +106,20 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FileFormatError(f"{str(path)!r} is not valid JSON: {exc}") from None
+        return _parse_metrics(path)
+    except READ_ERRORS as exc:
+        raise FileFormatError(f"{str(path)!r} cannot be read: {read_problem(exc)}") from None
 
 
 def read_history(run_dir: str | Path) -> pd.DataFrame:
+    """``history.csv`` (empty when missing or empty)."""
     path = Path(run_dir) / "history.csv"
     if not path.is_file():
         return pd.DataFrame()
     try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:  # a run that diverged in its first epoch
-        return pd.DataFrame()
+        return _parse_history(path)
+    except READ_ERRORS as exc:
+        raise FileFormatError(f"{str(path)!r} cannot be read: {read_problem(exc)}") from None
 
 
 def describe_model(cfg: dict[str, Any]) -> str:
@@ -100,31 +141,58 @@ def describe_data(cfg: dict[str, Any]) -> str:
 
 
 def summarize(run_dir: Path, root: Path | None = None) -> RunSummary:
-    """Read one run folder into a :class:`RunSummary`."""
-    cfg = read_config(run_dir)
+    """Read one run folder into a :class:`RunSummary`; a file that cannot be read makes the
+    status ``unreadable: <file>: <reason>`` (what could be read is still shown)."""
     name = str(run_dir.relative_to(root)) if root is not None else run_dir.name
-    started = datetime.fromtimestamp((run_dir / "config.toml").stat().st_mtime)
+    problems: list[str] = []
+
+    def attempt(parse: Any, file: str, empty: Any) -> Any:
+        path = run_dir / file
+        try:
+            return parse(path) if path.is_file() else empty
+        except READ_ERRORS as exc:
+            problems.append(f"{file}: {read_problem(exc)}")
+            return empty
+
+    cfg = attempt(_parse_config, "config.toml", {})
+    metrics = attempt(_parse_metrics, "metrics.json", None)
+    history = attempt(_parse_history, "history.csv", pd.DataFrame())
     try:
-        metrics = read_metrics(run_dir)
-    except FileFormatError:
-        metrics = {"status": "broken"}
-    history = read_history(run_dir)
-    row = RunSummary(run_dir, name, started, describe_model(cfg), describe_data(cfg),
-                     MISSING if metrics is None else str(metrics.get("status", "unknown")),
-                     config=cfg)
-    if len(history):
-        row.epochs = int(history["epoch"].iloc[-1])
-        if "time" in history:
-            row.seconds = float(history["time"].iloc[-1])
-        if "val_loss" in history and history["val_loss"].notna().any():
-            best = history["val_loss"].idxmin()
-            row.best_val = float(history["val_loss"][best])
-            row.best_epoch = int(history["epoch"][best])
+        started = datetime.fromtimestamp((run_dir / "config.toml").stat().st_mtime)
+    except OSError:
+        started = datetime.fromtimestamp(run_dir.stat().st_mtime)
+    model = data = "-"
+    if cfg:
+        try:
+            model, data = describe_model(cfg), describe_data(cfg)
+        except (AttributeError, TypeError) as exc:  # e.g. model = 3 instead of a table
+            problems.append(f"config.toml: {read_problem(exc)}")
+    status = MISSING if metrics is None else str(metrics.get("status", "unknown"))
+    row = RunSummary(run_dir, name, started, model, data, status, config=cfg)
+    try:
+        if len(history):
+            row.epochs = int(history["epoch"].iloc[-1])
+            if "time" in history:
+                row.seconds = float(history["time"].iloc[-1])
+            if "val_loss" in history and history["val_loss"].notna().any():
+                best = history["val_loss"].idxmin()
+                row.best_val = float(history["val_loss"][best])
+                row.best_epoch = int(history["epoch"][best])
+    except (KeyError, ValueError, TypeError) as exc:  # non-numeric values
+        problems.append(f"history.csv: {read_problem(exc)}")
     if metrics:
         row.epochs = metrics.get("epochs", row.epochs)
         row.seconds = metrics.get("time_s", row.seconds)
-        test = metrics.get("test") or {}
-        row.test_mse, row.test_r2 = test.get("mse"), test.get("r2")
+        test = metrics.get("test")
+        if isinstance(test, dict):
+            row.test_mse, row.test_r2 = test.get("mse"), test.get("r2")
+    for attr in ("seconds", "test_mse", "test_r2"):  # numbers only: the table formats them
+        if not isinstance(getattr(row, attr), (int, float, type(None))):
+            problems.append(f"metrics.json: {attr} is {getattr(row, attr)!r}, not a number")
+            setattr(row, attr, None)
+    if problems:
+        row.problems = problems
+        row.status = f"{UNREADABLE}: {'; '.join(problems)}"
     return row
 
 
@@ -172,7 +240,7 @@ def _duration(seconds: float | None) -> str:
 
 
 STATUS_STYLE = {"finished": "green", "early-stopped": "cyan", "interrupted": "yellow",
-                "diverged": "red", MISSING: "magenta"}
+                "diverged": "red", MISSING: "magenta", UNREADABLE: "red"}
 
 
 def runs_table(rows: list[RunSummary], title: str = "runs") -> Table:
@@ -185,11 +253,21 @@ def runs_table(rows: list[RunSummary], title: str = "runs") -> Table:
                          no_wrap=col in ("name", "date", "status"))
     for r in rows:
         best = "-" if r.best_val is None else f"{r.best_val:.4g} @{r.best_epoch}"
-        style = STATUS_STYLE.get(r.status, "")
-        table.add_row(r.name, r.started.strftime("%Y-%m-%d %H:%M"), r.model, r.data,
-                      fmt(r.epochs), best, fmt(r.test_mse), fmt(r.test_r2), _duration(r.seconds),
-                      f"[{style}]{r.status}[/{style}]" if style else r.status)
+        style = STATUS_STYLE.get(r.status.split(":", 1)[0], "")
+        status = escape(r.status)  # a reason may hold [brackets]
+        if r.problems:  # the files here, the reasons below the table (unreadable_lines)
+            files = dict.fromkeys(p.split(":", 1)[0] for p in r.problems)
+            status = f"{UNREADABLE}: {', '.join(files)}"
+        table.add_row(escape(r.name), r.started.strftime("%Y-%m-%d %H:%M"), escape(r.model),
+                      escape(r.data), fmt(r.epochs), best, fmt(r.test_mse), fmt(r.test_r2),
+                      _duration(r.seconds), f"[{style}]{status}[/{style}]" if style else status)
     return table
+
+
+def unreadable_lines(rows: list[RunSummary]) -> list[str]:
+    """One line per file that could not be read: ``<run>/<file>: unreadable: <reason>``."""
+    return [f"{r.name}/{problem.replace(': ', ': unreadable: ', 1)}" for r in rows
+            for problem in r.problems]
 
 
 # ------------------------------------------------------------------ comparison
@@ -272,17 +350,16 @@ def compare_figure(histories: list[pd.DataFrame], labels: list[str]) -> Figure:
 
 def check_out(out: str | Path, *, force: bool = False) -> Path:
     """Refuse an existing ``out`` without ``force`` and names matplotlib cannot write."""
+    from nnfin import files
+
     out = Path(out)
-    if out.exists() and not force:
-        raise ConfigError(f"--out {str(out)!r} already exists; choose another path or add --force")
     if out.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
         raise ConfigError(f"--out {str(out)!r}: use a .png, .pdf, .svg or .jpg file name")
-    return out
+    return files.check_target(out, force=force, field="--out")
 
 
 def save_figure(fig: Figure, out: str | Path, *, force: bool = False) -> Path:
     """Write ``fig`` to ``out``; an existing file needs ``force`` (nothing is overwritten)."""
-    out = check_out(out, force=force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    from nnfin import files
+
+    return files.save_figure(fig, check_out(out, force=force), force=force, field="--out")

@@ -38,17 +38,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnfin import files
 from nnfin.config import ModelConfig
 from nnfin.data.scaling import Standardizer
 from nnfin.errors import FileFormatError
-from nnfin.io import SPEC, WEIGHTS, atomic_write_bytes, load_model, safetensors_problem, save_model
+from nnfin.io import SPEC, WEIGHTS, load_model, safetensors_problem, save_model
 from nnfin.models import MLP, MLPLow, Polynomial
 from nnfin.runs import Run
 from nnfin.train.checkpoint import MAGIC, load_checkpoint
 
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".tar", ".bin")
-TRUST_HINT = "load it only if you trust its source: nnfin.load(path, trust=True) in Python, --trust " \
-             "on the command line"
+TRUST_HINT = "pass --trust (CLI) / trust=True (Python) only for a file you trust"
+# Words in torch's weights_only refusals across versions: "Weights only load failed",
+# "Unsupported global: GLOBAL x.y was not an allowed global", "unsupported GLOBAL x.y whose
+# module x is blocked", "Unsupported operand", ...
+REFUSAL_MARKERS = ("weights only", "weights_only", "global", "unsupported", "blocked",
+                   "allowlist", "safe_globals")
 
 
 def model_config(model: nn.Module) -> tuple[dict[str, Any], int, int]:
@@ -78,7 +83,7 @@ def _torch_bytes(obj: Any) -> bytes:
 
 def save(model: nn.Module | Run, path: str | Path, *, whole: bool | None = None,
          features: Sequence[str] | None = None, targets: Sequence[str] | None = None,
-         scaler: Standardizer | None = None) -> Path:
+         scaler: Standardizer | None = None, force: bool = False) -> Path:
     """Save ``model`` (or a :class:`Run`); returns what to pass to :func:`load`.
 
     ``whole=True``: ``torch.save(model, path)`` (the lecture's first way; loading needs trust).
@@ -86,7 +91,8 @@ def save(model: nn.Module | Run, path: str | Path, *, whole: bool | None = None,
     gets the state dict, any other path is a folder in the safe format (``model.safetensors`` +
     ``model.json``; a path named ``model.safetensors`` means its folder). ``features``,
     ``targets`` and ``scaler`` are stored in the safe format (default names ``x1..``, ``y``;
-    a :class:`Run` brings its own). Files are written atomically and replaced, as torch.save does.
+    a :class:`Run` brings its own). Files are written atomically; an existing file is refused
+    unless ``force=True`` (then it is replaced in one step: a reader never sees half of it).
 
     >>> save(MLP(1, 1, [6]), "out/net")  # doctest: +SKIP
     PosixPath('out/net')
@@ -103,7 +109,8 @@ def save(model: nn.Module | Run, path: str | Path, *, whole: bool | None = None,
         if p.is_dir():
             raise FileFormatError(f"{str(p)!r} is a folder; torch.save needs a file path such as "
                                   f"{str(p / 'model.pth')!r}")
-        atomic_write_bytes(p, _torch_bytes(net if whole else net.state_dict()))
+        files.check_target(p, force=force)
+        files.write_bytes(p, _torch_bytes(net if whole else net.state_dict()), force=force)
         return p
     folder = p
     if suffix in (".safetensors", ".json"):
@@ -125,13 +132,17 @@ def save(model: nn.Module | Run, path: str | Path, *, whole: bool | None = None,
         raise FileFormatError(f"{len(feats)} feature and {len(targs)} target name(s) given; the "
                               f"model has {in_dim} input(s) and {out_dim} output(s)")
     dtype = str(next(net.parameters()).dtype).removeprefix("torch.")
-    save_model(folder, net, cfg, features=feats, targets=targs, scaler=scaler, dtype=dtype)
+    save_model(folder, net, cfg, features=feats, targets=targs, scaler=scaler, dtype=dtype, force=force)
     return folder
 
 
 def save_training_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        *, epoch: int, loss: float | torch.Tensor, **extra: Any) -> Path:
+                        *, epoch: int, loss: float | torch.Tensor, force: bool = True,
+                        **extra: Any) -> Path:
     """Write the lecture's checkpoint dict with ``torch.save`` (loads with weights_only=True).
+
+    The lecture saves it every few epochs over the same file, so it is replaced by default
+    (atomically); ``force=False`` refuses an existing file.
 
     >>> save_training_state("model.pt", model, optimizer, epoch=5, loss=0.01)  # doctest: +SKIP
     """
@@ -139,9 +150,7 @@ def save_training_state(path: str | Path, model: nn.Module, optimizer: torch.opt
         loss = loss.item()
     state = {"epoch": epoch, "model_state_dict": model.state_dict(),
              "optimizer_state_dict": optimizer.state_dict(), "loss": loss, **extra}
-    p = Path(path)
-    atomic_write_bytes(p, _torch_bytes(state))
-    return p
+    return files.write_bytes(path, _torch_bytes(state), force=force)
 
 
 def load_training_state(path: str | Path, model: nn.Module,
@@ -233,6 +242,26 @@ def _check_zip(p: Path) -> None:
                               f"(checksum of its entry {bad!r} does not match)")
 
 
+def _is_refusal(exc: pickle.UnpicklingError) -> bool:
+    """Whether torch's weights_only unpickler refused a global (any torch version's wording)."""
+    text = str(exc).lower()
+    return any(marker in text for marker in REFUSAL_MARKERS)
+
+
+def _refused_global(exc: pickle.UnpicklingError) -> str:
+    """`` (global os.system)`` for the global torch refused, or ``""`` when it names none."""
+    text = str(exc)
+    found = (re.search(r"\bGLOBAL\s+([\w.]+)", text)
+             or re.search(r"\bglobal:?\s+([A-Za-z_][\w]*(?:\.[\w]+)+)", text, re.IGNORECASE))
+    if not found:
+        return ""
+    name = found.group(1).rstrip(".")
+    for builtin, public in (("posix.", "os."), ("nt.", "os.")):
+        if name.startswith(builtin):
+            name += f", i.e. {public}{name.removeprefix(builtin)}"
+    return f" (global {name})"
+
+
 def _load_torch(p: Path, *, trust: bool, device: str | torch.device) -> Any:
     size = p.stat().st_size
     if size == 0:
@@ -256,13 +285,11 @@ def _load_torch(p: Path, *, trust: bool, device: str | torch.device) -> Any:
             warnings.simplefilter("ignore")  # torch's notes about pickle protocols
             return torch.load(p, map_location=device, weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if not trust and "Weights only load failed" in text and "Unsupported" in text:
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            what = f" ({found.group(1)})" if found else ""
+        if not trust and _is_refusal(exc):
             raise FileFormatError(
-                f"model file {str(p)!r} contains pickled Python objects{what} that would run "
-                f"code when loaded, so nnfin refuses it; {TRUST_HINT}") from None
+                f"model file {str(p)!r} holds pickled Python objects{_refused_global(exc)} "
+                f"that can run code when loaded, so nnfin refused to unpickle it; "
+                f"{TRUST_HINT}") from None
         raise FileFormatError(f"model file {str(p)!r} is truncated or corrupted: "
                               f"{_first_line(exc)}") from None
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:

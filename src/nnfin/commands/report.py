@@ -60,12 +60,20 @@ def iv_table(iv) -> Table:
     return table
 
 
+def _count(text: str) -> int:
+    from nnfin.memory import parse_count
+
+    return parse_count(text, minimum=1)
+
+
 def report(
     run_dir: Path = typer.Argument(..., help="Run folder of a finance fit."),
-    n: int = typer.Option(20_000, "--n", "-n", min=1, help="Samples in each fresh test set."),
+    n: int = typer.Option(20_000, "--n", "-n", parser=_count, metavar="INTEGER",
+                          help="Samples in each fresh test set (20000, or 2e4)."),
     seed: int | None = typer.Option(None, "--seed", min=0,
                                     help="Seed of test-wide (test-narrow: +1); default: data seed + 1000."),
-    iv_n: int = typer.Option(20_000, "--iv-n", min=1, help="Options in the IV solver comparison."),
+    iv_n: int = typer.Option(20_000, "--iv-n", parser=_count, metavar="INTEGER",
+                             help="Options in the IV solver comparison."),
     no_brentq: bool = typer.Option(False, "--no-brentq", help="Leave the slow brentq solver out."),
     no_train: bool = typer.Option(False, "--no-train", help="Skip the training rows (not regenerated)."),
     mape_cutoff: float = typer.Option(1e-3, "--mape-cutoff", min=0.0,
@@ -73,15 +81,18 @@ def report(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the figures."),
     out: Path | None = typer.Option(None, "--out", "-o",
                                     help="Folder for the report (default <run>/report)."),
+    force: bool = typer.Option(False, "--force",
+                               help="Replace report files already in the --out folder."),
 ) -> None:
     """Evaluate a finance run: MSE, RMSE, MAE, MAPE, R², max error; Greeks; IV solvers."""
-    from nnfin.finance.report import finance_kind, write_report
+    from nnfin.finance.report import check_memory, finance_kind, write_report
     from nnfin.runs import load_run
 
     run = load_run(run_dir)
     finance_kind(run)
-    rep = write_report(run, out=out, plots=plots, n=n, seed=seed, train=not no_train, iv_n=iv_n,
-                       brentq=not no_brentq, mape_cutoff=mape_cutoff)
+    check_memory(run, n=n, iv_n=iv_n, fields=("--n", "--iv-n"))  # before anything is written
+    rep = write_report(run, out=out, plots=plots, force=True if out is None else force, n=n, seed=seed,
+                       train=not no_train, iv_n=iv_n, brentq=not no_brentq, mape_cutoff=mape_cutoff)
     print_report(rep)
 
 

@@ -38,20 +38,40 @@ def cv(
     table = Table(title=f"{len(res.folds)}-fold cross-validation (held-out folds, data units)")
     for col in ("fold", "MSE", "RMSE", "MAE", "R²", "loss", "epochs", "status", "n", "time s"):
         table.add_column(col, justify="left" if col in ("fold", "status") else "right")
+    diverged = res.diverged_folds
     for f in res.folds:
         m = f.metrics
+        if f.fold + 1 in diverged:  # no metrics to speak of: inf or NaN
+            table.add_row(str(f.fold + 1), *["-"] * 5, str(f.epochs), "[red]diverged[/red]",
+                          str(f.n_held_out), f"{f.time_s:.2f}")
+            continue
         table.add_row(str(f.fold + 1), _g(m["mse"]), _g(m["rmse"]), _g(m["mae"]), _g(m["r2"]),
                       _g(m["loss"]), str(f.epochs), f.status, str(f.n_held_out), f"{f.time_s:.2f}")
-    s = res.summary()
+    s = res.summary()  # means and stds over the folds that did not diverge
+    keys = ("val_mse", "val_rmse", "val_mae", "val_r2", "val_loss")
+    everything = len(diverged) == len(res.folds)
     table.add_section()
-    table.add_row("mean", *(_g(s[k]["mean"]) for k in ("val_mse", "val_rmse", "val_mae", "val_r2",
-                                                       "val_loss")), "", "", "", f"{res.time_s:.2f}")
-    table.add_row("± std", *(_g(s[k]["std"]) for k in ("val_mse", "val_rmse", "val_mae", "val_r2",
-                                                        "val_loss")), "", "", "", "")
+    star = "*" if diverged and not everything else ""
+    table.add_row(f"mean{star}", *(("diverged" if everything else _g(s[k]["mean"])) for k in keys),
+                  "", "", "", f"{res.time_s:.2f}")
+    table.add_row(f"± std{star}",
+                  *(("-" if everything else _g(s[k]["std"])) for k in keys), "", "", "", "")
     console.print(table)
-    console.print(f"{res.metric}: {res.mean:.4g} ± {res.std:.2g} over {len(res.folds)} folds")
+    k = len(res.folds)
+    if not diverged:
+        console.print(f"{res.metric}: {res.mean:.4g} ± {res.std:.2g} over {k} folds")
+    elif not everything:
+        named = ", ".join(map(str, diverged))
+        console.print(f"{res.metric}: {res.finite_mean:.4g} ± {res.finite_std:.2g} over the "
+                      f"{k - len(diverged)} of {k} folds that did not diverge (*: fold(s) {named} "
+                      "left out)")
     if res.dir is not None:
         console.print(f"run folder: {res.dir} (cv.csv, cv.json)")
+    if diverged:
+        which = "every fold" if everything else f"fold(s) {', '.join(map(str, diverged))} of {k}"
+        console.print(f"[red]diverged:[/red] {which} diverged (loss became NaN or infinite; lr = "
+                      f"{res.config.optim.lr:g}); try a smaller \\[optim] lr")
+        raise typer.Exit(1)
 
 
 def tune(
@@ -123,11 +143,13 @@ def lr_find(
     steps: int = typer.Option(100, "--steps", help="Mini-batch steps (exponentially spaced lr)."),
     plot: Path | None = typer.Option(None, "--plot", help="Where to save the plot "
                                      "(default runs/lr-find-<time>.png; a CSV goes beside it)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing plot and its CSV."),
 ) -> None:
     """Learning-rate range test: loss against an exponentially growing lr; suggests an lr."""
     from nnfin.lr_find import lr_find as api_lr_find
 
-    res = api_lr_find(config, overrides=list(set_ or []), start=start, end=end, steps=steps, plot=plot)
+    res = api_lr_find(config, overrides=list(set_ or []), start=start, end=end, steps=steps, plot=plot,
+                      force=force)
     console.print(f"range test: {len(res.lrs)} steps, lr {start:g} -> {res.lrs[-1]:.3g}; {res.stop_reason}")
     console.print(f"suggested lr: {res.suggestion:.2g} (steepest descent of the smoothed loss); "
                   f"min/10: {res.min_div_10:.2g}")

@@ -21,6 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnfin import files
 from nnfin.errors import ConfigError
 from nnfin.explain.render import format_tensor
 from nnfin.explain.trace import Trace
@@ -185,13 +186,10 @@ def check_out_path(path: Path, force: bool = False, option: str = "--out") -> Pa
     if path.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"{option} {str(path)!r}: the suffix must be one of "
                           f"{', '.join(SUFFIXES)}")
-    if path.is_dir():
-        raise ConfigError(f"{option} {str(path)!r} is a folder; give a file name")
+    files.check_target(path, force=force, field=option)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ConfigError(f"{option} {str(path)!r}: the folder {str(parent)!r} does not exist")
-    if path.exists() and not force:
-        raise ConfigError(f"{option} {str(path)!r} already exists; pass --force to overwrite it")
     return path
 
 
@@ -218,29 +216,21 @@ def write_graph(
         raise ConfigError(f"--renderer {renderer!r}: {one_of(renderer, RENDERERS)}")
     path = check_out_path(Path(path), force)
     fmt = path.suffix.lower().lstrip(".")
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
+    if fmt == "dot":
+        files.write_text(path, dot_source(tr, max_nodes), force=force, field="--out", parents=False)
+        return "dot source"
+    with files.replacing(path, force=force, field="--out", parents=False) as tmp:
         used = renderer
-        if fmt == "dot":
-            tmp.write_text(dot_source(tr, max_nodes))
-            used = "dot source"
+        dot = shutil.which("dot") if renderer in ("auto", "dot") else None
+        if renderer == "dot" and dot is None:
+            raise ConfigError("--renderer 'dot': Graphviz 'dot' is not on PATH "
+                              "(install graphviz or use --renderer matplotlib)")
+        error = _draw_dot(dot, dot_source(tr, max_nodes), tmp, fmt) if dot else "absent"
+        if error is not None and renderer == "dot":
+            raise ConfigError(f"--renderer 'dot': Graphviz failed: {error}")
+        if error is None:
+            used = "dot"
         else:
-            dot = shutil.which("dot") if renderer in ("auto", "dot") else None
-            if renderer == "dot" and dot is None:
-                raise ConfigError("--renderer 'dot': Graphviz 'dot' is not on PATH "
-                                  "(install graphviz or use --renderer matplotlib)")
-            error = _draw_dot(dot, dot_source(tr, max_nodes), tmp, fmt) if dot else "absent"
-            if error is not None and renderer == "dot":
-                raise ConfigError(f"--renderer 'dot': Graphviz failed: {error}")
-            if error is None:
-                used = "dot"
-            else:
-                _draw_matplotlib(tr, tmp, fmt, max_nodes)
-                used = "matplotlib"
-        if path.exists() and not force:  # appeared meanwhile
-            raise ConfigError(f"--out {str(path)!r} already exists; pass --force to overwrite it")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            _draw_matplotlib(tr, tmp, fmt, max_nodes)
+            used = "matplotlib"
     return used

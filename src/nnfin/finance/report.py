@@ -30,6 +30,7 @@ the paper's Table 8 options (:mod:`nnfin.finance.iv_compare`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -142,6 +143,48 @@ def _price_greeks_ok(run: Any, kind: str) -> bool:
         {"moneyness", "tau", "r", "sigma"} <= feats
 
 
+# float64 values kept per row of a test split (inputs, target, prediction, network and analytic
+# Greeks and their intermediates), and per row of the IV comparison (options, Newton's iterates)
+_REPORT_VALUES_PER_ROW = 32
+_IV_VALUES_PER_ROW = 40
+
+
+def check_memory(run: Any, *, n: int | None = None, iv_n: int | None = None,
+                 fields: tuple[str, str] = ("n", "iv_n")) -> int:
+    """Refuse test sets (``n`` rows each) or IV options (``iv_n``) that cannot fit in memory.
+
+    Per test set: the generator's peak, the rows kept for the metrics and plots and one forward
+    pass of all rows through the network (float64, with its graph). ``fields`` names ``n`` and
+    ``iv_n`` in the message (the CLI passes ``("--n", "--iv-n")``). Returns the bytes.
+
+    >>> check_memory(run, n=20_000)  # doctest: +SKIP
+    """
+    from nnfin.finance.datasets import check_memory as check_generation
+    from nnfin.memory import format_count, require
+
+    kind = finance_kind(run)
+    n = DEFAULTS["n"] if n is None else n
+    iv_n = DEFAULTS["iv_n"] if iv_n is None else iv_n
+    model = run.config.model
+    hidden = [model.degree + 1] if model.kind == "polynomial" else list(model.neurons)
+    n_in, n_out = len(run.features), len(run.targets)
+    forward = (2 * sum([n_in, *hidden, n_out]) + 3 * n_in) * 8  # bytes per row, float64
+    options = generation_options(run)
+    generation = check_generation(kind, n, options, fields={"n": fields[0]})
+    splits = sum(p in SPECS[kind].presets for p in ("wide", "narrow"))
+    per_row = splits * (n_in + n_out + _REPORT_VALUES_PER_ROW) * 8 + forward
+    total = generation + n * per_row
+    require(fields[0], n, total, "the test sets",
+            detail=f"{splits} x {format_count(n)} rows and their generation, plus the network's "
+                   f"forward pass of {format_count(n)} rows")
+    if kind.startswith("implied-vol"):
+        iv_bytes = iv_n * (_IV_VALUES_PER_ROW * 8 + forward)
+        require(fields[1], iv_n, iv_bytes, "the implied-vol comparison",
+                detail=f"{format_count(iv_n)} options x {_IV_VALUES_PER_ROW * 8 + forward} bytes")
+        total = max(total, iv_bytes)
+    return total
+
+
 def evaluate(run: Any, trainer: Any = None, *, n: int | None = None, seed: int | None = None,
              train: bool = True, greeks: bool = True, iv: bool = True, iv_n: int | None = None,
              brentq: bool = True, mape_cutoff: float | None = None) -> Report:
@@ -153,6 +196,7 @@ def evaluate(run: Any, trainer: Any = None, *, n: int | None = None, seed: int |
     kind = finance_kind(run)
     n = DEFAULTS["n"] if n is None else n
     iv_n = DEFAULTS["iv_n"] if iv_n is None else iv_n
+    check_memory(run, n=n, iv_n=iv_n if iv else 0)
     cutoff = DEFAULTS["mape_cutoff"] if mape_cutoff is None else mape_cutoff
     seed = run.config.data.seed + DEFAULTS["seed_offset"] if seed is None else seed
     option = run.config.data.options.get("option", "call")
@@ -222,28 +266,51 @@ def _iv_section(run: Any, report: Report, iv_n: int, brentq: bool) -> pd.DataFra
     return table
 
 
+REPORT_FILES = ("metrics.csv", "iv_solvers.csv", "report.json", "error_surface.png", "greeks.png")
+
+
 def write_report(run: Any, trainer: Any = None, *, out: str | Path | None = None,
-                 plots: bool | None = None, **kwargs: Any) -> Report:
+                 plots: bool | None = None, force: bool | None = None, **kwargs: Any) -> Report:
     """:func:`evaluate`, then write ``metrics.csv``, ``report.json`` and the figures into
     ``out`` (default ``<run>/report``; ``plots`` defaults to ``[run] plots``). Keyword
-    arguments go to :func:`evaluate`."""
+    arguments go to :func:`evaluate`.
+
+    The run's own ``report/`` folder is rewritten; in a folder given as ``out``, existing
+    report files are refused (before the evaluation runs) unless ``force=True``.
+    """
+    from nnfin import files
+
     if out is None and run.dir is None:
         raise ConfigError("write_report needs a run folder (run.dir) or out=...")
-    report = evaluate(run, trainer, **kwargs)
     folder = Path(out) if out is not None else Path(run.dir) / "report"
-    folder.mkdir(parents=True, exist_ok=True)
-    report.metrics.to_csv(folder / "metrics.csv", index=False, float_format="%.6g")
-    report.files.append(folder / "metrics.csv")
+    force = out is None if force is None else force
+    field = "--out" if out is not None else None
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {str(folder)!r} is a file; give a folder for the report")
+    for name in REPORT_FILES:
+        files.check_target(folder / name, force=force, field=field)
+    locked = run.dir is not None and out is None  # the run folder is written: hold its lock
+    with files.RunLock(run.dir, "nnfin report") if locked else contextlib.nullcontext():
+        return _write_report(run, trainer, folder, plots, force, field, kwargs)
+
+
+def _write_report(run: Any, trainer: Any, folder: Path, plots: bool | None, force: bool,
+                  field: str | None, kwargs: dict[str, Any]) -> Report:
+    from nnfin import files
+
+    report = evaluate(run, trainer, **kwargs)
+    write = {"force": force, "field": field}
+    report.files.append(files.write_frame(folder / "metrics.csv", report.metrics, float_format="%.6g",
+                                          **write))
     if report.iv is not None:
-        report.iv.to_csv(folder / "iv_solvers.csv", index=False, float_format="%.6g")
-        report.files.append(folder / "iv_solvers.csv")
+        report.files.append(files.write_frame(folder / "iv_solvers.csv", report.iv, float_format="%.6g",
+                                              **write))
     summary = {"kind": report.kind, "run": str(run.dir) if run.dir else None,
                "settings": report.settings, "notes": report.notes,
                "metrics": report.metrics.to_dict(orient="records"),
                "iv_solvers": None if report.iv is None else report.iv.to_dict(orient="records")}
     text = json.dumps(_finite(summary), indent=2, default=_json_default, allow_nan=False)
-    (folder / "report.json").write_text(text + "\n", encoding="utf-8")
-    report.files.append(folder / "report.json")
+    report.files.append(files.write_text(folder / "report.json", text + "\n", **write))
     if run.config.run.plots if plots is None else plots:
         from nnfin.finance.report_plots import error_surface_figure, greeks_figure
         from nnfin.plots import save
@@ -251,11 +318,11 @@ def write_report(run: Any, trainer: Any = None, *, out: str | Path | None = None
         tests = {k: v for k, v in report.samples.items() if k.startswith("test")}
         if tests and {"moneyness", "tau"} <= set(run.features):
             fig = error_surface_figure(tests, run.features, run.targets[0])
-            report.files.append(save(fig, folder / "error_surface.png"))
+            report.files.append(save(fig, folder / "error_surface.png", **write))
         if any("delta_nn" in s for s in report.samples.values()):
             fig = greeks_figure(run, report.samples, option=report.settings["option"],
                                 gamma_fd_step=report.settings.get("gamma_fd_step"))
-            report.files.append(save(fig, folder / "greeks.png"))
+            report.files.append(save(fig, folder / "greeks.png", **write))
     return report
 
 

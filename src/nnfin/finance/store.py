@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nnfin import files
 from nnfin.errors import DataError
 
 META_KEY = b"nnfin"
@@ -44,12 +45,9 @@ def check_out_path(path: str | Path, *, force: bool = False, field: str = "out")
     """Check that ``path`` can be written (suffix, folder, no file there unless ``force``)."""
     p = Path(path)
     _suffix(p, field)
-    if p.exists() and not p.is_file():
-        raise DataError(f"{field} = {str(p)!r} exists and is not a file")
-    if p.exists() and not force:
-        raise DataError(f"{field} = {str(p)!r} already exists; pass --force to overwrite it")
+    files.check_target(p, force=force, field=field)
     if not p.parent.exists():
-        raise DataError(f"{field} = {str(p)!r}: folder {str(p.parent)!r} does not exist")
+        raise DataError(f"{field} {str(p)!r}: folder {str(p.parent)!r} does not exist")
     return p
 
 
@@ -63,21 +61,19 @@ def write_dataset(
 ) -> Path:
     """Write ``frame`` to ``.parquet`` (with ``meta``) or ``.csv`` (without); returns the path.
 
-    Refuses to replace an existing file unless ``force=True``.
+    Refuses to replace an existing file unless ``force=True``; the file appears whole or not
+    at all (written beside it, then renamed into place), so a killed write never leaves half a
+    dataset where the old file was.
     """
     p = check_out_path(path, force=force, field=field)
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".csv":
-            frame.to_csv(p, index=False, float_format="%.17g")
-        else:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            schema_meta = dict(table.schema.metadata or {})
-            schema_meta[META_KEY] = json.dumps(dict(meta), sort_keys=True).encode()
-            pq.write_table(table.replace_schema_metadata(schema_meta), p)
-    except OSError as exc:
-        raise DataError(f"{field} = {str(p)!r} cannot be written: {exc.strerror or exc}") from None
-    return p
+    if p.suffix.lower() == ".csv":
+        return files.write_frame(p, frame, float_format="%.17g", force=force, field=field, parents=False)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    schema_meta = dict(table.schema.metadata or {})
+    schema_meta[META_KEY] = json.dumps(dict(meta), sort_keys=True).encode()
+    table = table.replace_schema_metadata(schema_meta)
+    return files.write_with(p, lambda tmp: pq.write_table(table, tmp), force=force, field=field,
+                            parents=False)
 
 
 def read_dataset(path: str | Path, *, field: str = "path") -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -1,5 +1,9 @@
 """Training checkpoints that never lie: atomic writes, a checksum, and a fallback.
 
+``last.ckpt`` is rotated to ``prev.ckpt`` only once the new checkpoint is complete on disk and
+only when ``last.ckpt`` itself passed its checksum, so at every instant at least one verified
+checkpoint exists and a corrupt file never replaces a good one.
+
 A checkpoint is a plain dict (weights, optimizer, scheduler, sampler and RNG states, callback
 states, history, resolved config, data hash) saved with ``torch.save`` and read back with
 ``torch.load(weights_only=True)`` - no code runs on load. The file ends with a 40-byte
@@ -15,15 +19,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from nnfin import files
 from nnfin.errors import FileFormatError
-from nnfin.io import atomic_write_bytes
 from nnfin.train.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -57,15 +60,33 @@ def _unplain(obj: Any) -> Any:
     return obj
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Serialize ``state`` and write it atomically with a checksum trailer."""
+def encode_checkpoint(state: dict[str, Any]) -> bytes:
+    """The bytes of a checkpoint file: ``torch.save`` payload, magic, sha256 of the payload."""
     buf = io.BytesIO()
     torch.save({"format": "nnfin-checkpoint", "format_version": FORMAT_VERSION,
                 **_plain(state)}, buf)
     payload = buf.getvalue()
-    path = Path(path)
-    atomic_write_bytes(path, payload + MAGIC + hashlib.sha256(payload).digest())
-    return path
+    return payload + MAGIC + hashlib.sha256(payload).digest()
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Serialize ``state`` and write it atomically with a checksum trailer (replacing ``path``)."""
+    return files.write_bytes(path, encode_checkpoint(state), force=True)
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a sound checkpoint file (missing, truncated, checksum); ``None`` if sound."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if len(raw) < 40 or raw[-40:-32] != MAGIC:
+        return "is truncated or not an nnfin checkpoint"
+    if hashlib.sha256(raw[:-40]).digest() != raw[-32:]:
+        return "is corrupted (checksum mismatch)"
+    return None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -103,17 +124,25 @@ class CheckpointCallback(Callback):
         self.folder, self.cfg, self.digest, self.every = Path(folder), cfg, data_digest, every
         self.best = float("inf")
         self._best_state: dict[str, Any] | None = None
+        self._last_sound: bool | None = None  # whether last.ckpt on disk passed its checksum
+
+    def _rotate(self) -> None:
+        """Move a sound ``last.ckpt`` to ``prev.ckpt`` (a broken one is simply replaced)."""
+        last = self.folder / "last.ckpt"
+        if self._last_sound is None:
+            self._last_sound = last.exists() and checkpoint_problem(last) is None
+        if self._last_sound:
+            files.rename(last, self.folder / "prev.ckpt")
 
     def _state(self, trainer: Trainer) -> dict[str, Any]:
         return {**trainer.state_dict(), "config": self.cfg.to_dict(), "data_sha256": self.digest}
 
     def write(self, trainer: Trainer) -> Path:
         """Write ``last.ckpt`` now (the previous one becomes ``prev.ckpt``) and a pending best."""
-        last, prev = self.folder / "last.ckpt", self.folder / "prev.ckpt"
-        state = self._state(trainer)
-        if last.exists():
-            os.replace(last, prev)
-        save_checkpoint(last, state)
+        last = self.folder / "last.ckpt"
+        data = encode_checkpoint(self._state(trainer))
+        files.write_bytes(last, data, force=True, before_commit=self._rotate)
+        self._last_sound = True
         if self._best_state is not None:
             save_checkpoint(self.folder / "best.ckpt", self._best_state)
             self._best_state = None

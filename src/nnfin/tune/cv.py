@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from nnfin import files
 from nnfin.config import Config, TuneConfig, load_config
 from nnfin.data import _split_indices, data_from_indices
 from nnfin.data.derivatives import derivative_feature_index, load_all
@@ -123,11 +124,38 @@ class CVResult:
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.values())) if self.folds else math.nan
+        """Mean of ``metric`` over all folds: infinite when a fold diverged, so a search ranks
+        such a configuration last (:attr:`finite_mean` leaves those folds out)."""
+        return _mean(self.values()) if self.folds else math.nan
 
     @property
     def std(self) -> float:  # population std over folds, as scikit-learn's std_test_score
-        return float(np.std(self.values())) if self.folds else math.nan
+        return _std(self.values()) if self.folds else math.nan
+
+    @property
+    def diverged_folds(self) -> list[int]:
+        """Fold numbers (from 1) whose training diverged or whose metric is not finite."""
+        return [f.fold + 1 for f in self.folds if _diverged(f, METRIC_KEYS[self.metric])]
+
+    def finite_values(self, metric: str | None = None) -> np.ndarray:
+        """``metric`` on the folds that did not diverge."""
+        key = METRIC_KEYS[metric or self.metric]
+        return np.array([f.metrics[key] for f in self.folds if not _diverged(f, key)], dtype=float)
+
+    @property
+    def finite_mean(self) -> float:
+        """Mean of ``metric`` over the folds that did not diverge (NaN when all did)."""
+        return _mean(self.finite_values())
+
+    @property
+    def finite_std(self) -> float:
+        return _std(self.finite_values())
+
+    @property
+    def status(self) -> str:
+        """``finished``, ``diverged`` (every fold) or ``partly-diverged``."""
+        n = len(self.diverged_folds)
+        return "finished" if n == 0 else "diverged" if n == len(self.folds) else "partly-diverged"
 
     @property
     def time_s(self) -> float:
@@ -141,13 +169,41 @@ class CVResult:
                               "n_held_out": f.n_held_out, "time_s": f.time_s} for f in self.folds])
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"metric": self.metric, "mean": self.mean, "std": self.std,
-                               "folds": len(self.folds), "time_s": self.time_s,
-                               "engine": self.engine, "engine_note": self.engine_note}
+        """Means and stds over the folds that did not diverge (``None`` when all did), the
+        diverged folds and the status; plain JSON (no infinities)."""
+        out: dict[str, Any] = {"metric": self.metric, "status": self.status,
+                               "mean": _number(self.finite_mean), "std": _number(self.finite_std),
+                               "folds": len(self.folds), "diverged_folds": self.diverged_folds,
+                               "time_s": self.time_s, "engine": self.engine,
+                               "engine_note": self.engine_note}
         for name in METRIC_KEYS:
-            vals = self.values(name)
-            out[name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+            vals = self.finite_values(name)
+            out[name] = {"mean": _number(_mean(vals)), "std": _number(_std(vals))}
         return out
+
+
+def _diverged(fold: FoldResult, key: str) -> bool:
+    return fold.status == "diverged" or not math.isfinite(fold.metrics[key])
+
+
+def _mean(values: np.ndarray) -> float:
+    if not len(values):
+        return math.nan
+    with np.errstate(invalid="ignore", over="ignore"):
+        return float(np.mean(values))
+
+
+def _std(values: np.ndarray) -> float:
+    if not len(values):
+        return math.nan
+    if not np.isfinite(values).all():  # inf - inf: no spread to speak of
+        return math.nan
+    with np.errstate(invalid="ignore", over="ignore"):
+        return float(np.std(values))
+
+
+def _number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 # ---------------------------------------------------------------------------- training
@@ -297,7 +353,7 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
         from nnfin.runs import new_run_dir
 
         run_dir = new_run_dir(cfg)
-        (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+        files.write_text(run_dir / "config.toml", cfg.to_toml())
     started = time.perf_counter()
     try:
         (res,) = evaluate_candidates(
@@ -314,7 +370,7 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
     if run_dir is not None:
         from nnfin.runs import write_json
 
-        res.table().to_csv(run_dir / "cv.csv", index=False)
+        files.write_frame(run_dir / "cv.csv", res.table())
         write_json(run_dir / "cv.json", {**res.summary(), "wall_s": time.perf_counter() - started,
                                          "per_fold": res.table().to_dict(orient="records")})
     return res

@@ -80,14 +80,16 @@ def best_toml(result: TuneResult) -> str:
 
 def write_outputs(run_dir: Path, study: Any, result: TuneResult, *, plots: bool = True) -> None:
     """trials.csv, ranking.csv, best.toml and (``plots``) the plots under ``run_dir/tune``."""
-    out = run_dir / "tune"
-    out.mkdir(parents=True, exist_ok=True)
+    from nnfin import files
+
+    out = run_dir / "tune"  # the search's own outputs: rewritten as the study grows
     trials = study.trials_dataframe(attrs=("number", "state", "value", "duration", "params",
                                            "user_attrs", "datetime_start", "datetime_complete"))
-    trials.to_csv(out / "trials.csv", index=False)
-    result.ranking.drop(columns=["params"], errors="ignore").to_csv(out / "ranking.csv", index=False)
+    files.write_frame(out / "trials.csv", trials, force=True)
+    files.write_frame(out / "ranking.csv", result.ranking.drop(columns=["params"], errors="ignore"),
+                      force=True)
     if result.best_config is not None:
-        (out / "best.toml").write_text(best_toml(result), encoding="utf-8")
+        files.write_text(out / "best.toml", best_toml(result), force=True)
     if plots and len(result.ranking):
         from nnfin.plots import save
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from nnfin import files
 from nnfin.config import Config, TuneConfig, load_config
 from nnfin.errors import ConfigError
 from nnfin.runs import Run, new_run_dir
@@ -412,73 +413,79 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
     budget = trial_budget(tc, params)
     folds = make_folds(cfg, tc.folds, seed=tc.seed, inner_val=tc.inner_val)
     storage, url, run_dir, continued = _storage_and_folder(cfg, worker=worker, write=write)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    name = study_name(cfg, url, run_dir)
-    existing = next((s.n_trials for s in optuna.get_all_study_summaries(storage) if s.study_name == name), 0)
-    seed = secrets.randbits(31) if worker else tc.seed + existing  # fresh draws when continuing
-    study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
-                                direction="maximize" if maximize(tc.metric) else "minimize",
-                                sampler=make_sampler(tc, params, seed), pruner=make_pruner(tc))
-    _check_same_search(study, cfg)
-    notes = [f"study {name!r} in {masked(url) if url else 'memory'}"]
-    done, _ = counts(study)
-    if done:
-        notes.append(f"continuing: {min(done, budget)} of {budget} trials already complete")
-    if tc.strategy == "grid" and tc.trials and tc.trials > budget:
-        notes.append(f"the grid has {budget} points; trials = {tc.trials} capped to {budget}")
-
-    bar = None
-    if progress and cfg.train.progress:
-        from nnfin.tune.progress import SearchProgress
-
-        bar = SearchProgress(console, folds=folds.k, trials=budget, completed=min(done, budget))
-    gate = Gate(storage, url, name)
-    objective = Objective(load_config(cfg, ["train.progress=false"]), params, folds, tc.metric,
-                          gate, bar)
-
-    def on_trial_end(study: Any, trial: Any) -> None:
-        if bar is not None:
-            try:
-                best = study.best_value
-            except ValueError:  # no completed trial yet
-                best = None
-            bar.trial_done(min(counts(study)[0], budget), best)
-
-    interrupted = False
-    per_batch = trials_per_batch(tc, cfg, worker=worker)
-    if per_batch > 1:
-        notes.append(f"up to {per_batch} trials at a time, cross-validated together")
+    lock = files.RunLock(run_dir, "nnfin tune").acquire() if run_dir is not None else None
     try:
-        run_trials(study, objective, budget, gate, on_trial_end=on_trial_end, per_batch=per_batch)
-    except KeyboardInterrupt:
-        interrupted = True
-        _requeue(study, objective.current, tc.retries)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        name = study_name(cfg, url, run_dir)
+        existing = next((s.n_trials for s in optuna.get_all_study_summaries(storage)
+                         if s.study_name == name), 0)
+        seed = secrets.randbits(31) if worker else tc.seed + existing  # fresh draws when continuing
+        study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
+                                    direction="maximize" if maximize(tc.metric) else "minimize",
+                                    sampler=make_sampler(tc, params, seed), pruner=make_pruner(tc))
+        _check_same_search(study, cfg)
+        notes = [f"study {name!r} in {masked(url) if url else 'memory'}"]
+        done, _ = counts(study)
+        if done:
+            notes.append(f"continuing: {min(done, budget)} of {budget} trials already complete")
+        if tc.strategy == "grid" and tc.trials and tc.trials > budget:
+            notes.append(f"the grid has {budget} points; trials = {tc.trials} capped to {budget}")
+
+        bar = None
+        if progress and cfg.train.progress:
+            from nnfin.tune.progress import SearchProgress
+
+            bar = SearchProgress(console, folds=folds.k, trials=budget, completed=min(done, budget))
+        gate = Gate(storage, url, name)
+        objective = Objective(load_config(cfg, ["train.progress=false"]), params, folds, tc.metric,
+                              gate, bar)
+
+        def on_trial_end(study: Any, trial: Any) -> None:
+            if bar is not None:
+                try:
+                    best = study.best_value
+                except ValueError:  # no completed trial yet
+                    best = None
+                bar.trial_done(min(counts(study)[0], budget), best)
+
+        interrupted = False
+        per_batch = trials_per_batch(tc, cfg, worker=worker)
+        if per_batch > 1:
+            notes.append(f"up to {per_batch} trials at a time, cross-validated together")
+        try:
+            run_trials(study, objective, budget, gate, on_trial_end=on_trial_end, per_batch=per_batch)
+        except KeyboardInterrupt:
+            interrupted = True
+            _requeue(study, objective.current, tc.retries)
+        finally:
+            gate.release()
+            if bar is not None:
+                bar.stop()
+
+        from nnfin.tune.report import ranking, write_outputs
+
+        shown = objective.batches if len(objective.batches) <= 4 else \
+            [*objective.batches[:2], f"... {len(objective.batches) - 3} more batches ...",
+             objective.batches[-1]]
+        notes.extend(shown)
+
+        result = TuneResult(study, ranking(study, params), budget, tc.metric, dir=run_dir,
+                            storage=masked(url) if url else "memory", interrupted=interrupted, notes=notes)
+        if continued and not interrupted:
+            notes.append(f"run folder {str(run_dir)!r} continued")
+        if result.completed:
+            result.best_params = dict(result.ranking.iloc[0]["params"])
+            result.best_value = float(result.ranking.iloc[0]["mean"])
+            result.best_config = refit_config(apply_params(cfg, result.best_params), run_dir)
+        if run_dir is not None:
+            write_outputs(run_dir, study, result, plots=cfg.run.plots)
+            if result.best_config is not None and tc.refit and not interrupted:
+                result.run = refit(result.best_config, run_dir, progress=progress, console=console)
+        return result
     finally:
-        gate.release()
-        if bar is not None:
-            bar.stop()
-
-    from nnfin.tune.report import ranking, write_outputs
-
-    shown = objective.batches if len(objective.batches) <= 4 else \
-        [*objective.batches[:2], f"... {len(objective.batches) - 3} more batches ...",
-         objective.batches[-1]]
-    notes.extend(shown)
-
-    result = TuneResult(study, ranking(study, params), budget, tc.metric, dir=run_dir,
-                        storage=masked(url) if url else "memory", interrupted=interrupted, notes=notes)
-    if continued and not interrupted:
-        notes.append(f"run folder {str(run_dir)!r} continued")
-    if result.completed:
-        result.best_params = dict(result.ranking.iloc[0]["params"])
-        result.best_value = float(result.ranking.iloc[0]["mean"])
-        result.best_config = refit_config(apply_params(cfg, result.best_params), run_dir)
-    if run_dir is not None:
-        write_outputs(run_dir, study, result, plots=cfg.run.plots)
-        if result.best_config is not None and tc.refit and not interrupted:
-            result.run = refit(result.best_config, run_dir, progress=progress, console=console)
-    return result
+        if lock is not None:
+            lock.release()
 
 
 def refit_config(best: Config, run_dir: Path | None) -> Config:

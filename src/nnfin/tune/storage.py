@@ -14,7 +14,6 @@ failed after ``3 x heartbeat`` seconds of silence and queued again (up to ``retr
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import random
 import re
@@ -62,7 +61,9 @@ def open_storage(url: str | None, *, heartbeat: int = 10, retries: int = 3) -> A
     if url.startswith("sqlite"):
         db = url.split(":///", 1)[-1]
         if db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
+            from nnfin.files import make_dir
+
+            make_dir(Path(db).parent, field="[tune] storage folder")
         engine_kwargs["connect_args"] = {"timeout": 60}  # workers on one machine wait for the lock
     elif url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
@@ -133,12 +134,9 @@ class Gate:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
             self._held = ("pg", conn)
         elif self.url.startswith("sqlite:///") and ":memory:" not in self.url:
-            with contextlib.suppress(ImportError):
-                import fcntl
+            from nnfin.files import FileLock
 
-                handle = open(self.url.split(":///", 1)[1] + ".lock", "a")  # noqa: SIM115
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                self._held = ("file", handle)
+            self._held = ("file", FileLock(self.url.split(":///", 1)[1] + ".lock").acquire())
 
     def release(self) -> None:
         held, self._held = self._held, None
@@ -154,7 +152,4 @@ class Gate:
             finally:
                 obj.close()
         else:
-            import fcntl
-
-            fcntl.flock(obj, fcntl.LOCK_UN)
-            obj.close()
+            obj.release()
