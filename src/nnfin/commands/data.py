@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nnfin.errors import ConfigError
+from nnfin.memory import parse_count
 
 
 def _print_kinds(console: Console) -> None:
@@ -65,7 +66,8 @@ def _summary(console: Console, df: Any, meta: dict[str, Any], out: Path, seconds
 def data(
     name: str | None = typer.Argument(
         None, help="Dataset kind: black-scholes | implied-vol | implied-vol-plain | heston."),
-    n: int | None = typer.Option(None, "--n", "-n", help="Number of samples to draw."),
+    n: int | None = typer.Option(None, "--n", "-n", parser=parse_count, metavar="INTEGER",
+                                 help="Number of samples to draw (100000, or 1e5)."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Output file: .parquet (with metadata) or .csv."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
@@ -86,7 +88,7 @@ def data(
 
     Example: nnfin data black-scholes --n 100000 --out bs.parquet --greeks
     """
-    from nnfin.finance.datasets import generate, get_spec, parse_range_assignment
+    from nnfin.finance.datasets import check_memory, generate, get_spec, parse_range_assignment
     from nnfin.finance.store import check_out_path, write_dataset
 
     console = Console(highlight=False)
@@ -110,6 +112,8 @@ def data(
             if name != "heston":
                 raise ConfigError(f"{flag} {value!r} applies to kind 'heston' only, not {name!r}")
             kind_options[key] = value
+    check_memory(name, n, kind_options, greeks=greeks,
+                 fields={"n": "--n", "N": "--cos-n"})  # sizes that cannot fit: before any output
     check_out_path(out, force=force, field="--out")  # fail before the generation runs
     start = time.perf_counter()
     df, meta = generate(name, n=n, seed=seed, ranges=ranges, overrides=overrides,

@@ -19,7 +19,7 @@ from nnfin.data.derivatives import derivative_feature_index, load_all
 from nnfin.data.scaling import Standardizer
 from nnfin.errors import DataError
 
-__all__ = ["Data", "Standardizer", "build_data", "data_from_indices", "load_arrays"]
+__all__ = ["Data", "Standardizer", "build_data", "check_memory", "data_from_indices", "load_arrays"]
 
 
 @dataclass
@@ -78,11 +78,58 @@ def digest_arrays(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def check_memory(cfg: DataConfig, *, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = "float32") -> int:
+    """Refuse generated data (``[data] n``) that cannot fit in memory, before generating it.
+
+    Per row: the generator's own peak, or the pipeline's if larger (the float64 arrays, their
+    split copies, the digest and the raw and scaled tensors); tensors on a CUDA device are
+    checked against its memory too. Files are read as they are. Returns the host bytes.
+
+    >>> check_memory(DataConfig(kind="cos", n=1000))
+    80000
+    """
+    from nnfin.config import BUILTIN_TARGETS
+    from nnfin.data.finance_bridge import FINANCE_KINDS
+
+    if cfg.kind not in BUILTIN_TARGETS and cfg.kind not in FINANCE_KINDS:
+        return 0
+    itemsize = (getattr(torch, dtype) if isinstance(dtype, str) else dtype).itemsize
+    if cfg.kind in BUILTIN_TARGETS:
+        columns = 2 + len(cfg.derivatives)
+    else:
+        from nnfin.finance.datasets import FEATURES, TARGETS
+
+        target = [cfg.target] if isinstance(cfg.target, str) else cfg.target or TARGETS[cfg.kind]
+        columns = len(cfg.features or FEATURES[cfg.kind]) + len(target) + len(cfg.derivatives)
+    row_bytes = columns * (3 * 8 + 2 * itemsize) + 2 * 8  # + the permutation and split indices
+    if cfg.kind in BUILTIN_TARGETS:
+        from nnfin.data.functions import check_memory as check_samples
+
+        host = check_samples(cfg.n, row_bytes=row_bytes)
+    else:
+        from nnfin.finance.datasets import check_memory as check_generation
+
+        options = dict(cfg.options)
+        greeks = bool(options.pop("greeks", False))
+        host = check_generation(cfg.kind, cfg.n, options, greeks=greeks, row_bytes=row_bytes,
+                                fields={"n": "[data] n", "N": "[data.options] N",
+                                        "chunk": "[data.options] chunk"})
+    if str(device).startswith("cuda"):
+        from nnfin.memory import format_count, require
+
+        require("[data] n", cfg.n, cfg.n * columns * 2 * itemsize, "the data", device=device,
+                detail=f"{format_count(cfg.n)} rows x {columns} columns x {itemsize} bytes, raw and scaled")
+    return host
+
+
 def build_data(
     cfg: DataConfig, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
     arrays: tuple[np.ndarray, np.ndarray, list[str], list[str]] | None = None,
 ) -> Data:
     """Load, split (seeded), scale on the training part and move everything to ``device``."""
+    if arrays is None:
+        check_memory(cfg, device=device, dtype=dtype)
     x, y, features, targets, d = (*arrays, None) if arrays is not None else load_all(cfg)
     n = x.shape[0]
     if n == 0:

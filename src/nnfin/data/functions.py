@@ -22,6 +22,26 @@ TARGETS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float, float]] = {
 }
 
 
+# float64 values per sample at the peak of sample_function: x, the draws, their sorted copy, y, noise
+VALUES_PER_SAMPLE = 6
+
+
+def check_memory(n: int, *, row_bytes: int = 0, field: str = "[data] n") -> int:
+    """Refuse ``n`` samples of a built-in target that cannot fit in memory; return the bytes.
+
+    ``row_bytes`` raises the per-sample bytes to a caller's own need (the data pipeline).
+
+    >>> check_memory(1000)
+    48000
+    """
+    from nnfin.memory import format_count, require
+
+    per_row = max(VALUES_PER_SAMPLE * 8, row_bytes)
+    require(field, n, n * per_row, "the data",
+            detail=f"{format_count(n)} rows x {per_row} bytes: x, y and the intermediate arrays, float64")
+    return n * per_row
+
+
 def sample_function(
     kind: str,
     *,
@@ -55,6 +75,7 @@ def sample_function(
     hi = hi_default if high is None else high
     if not lo < hi:
         raise ConfigError(f"[data] low = {lo!r} must be below high = {hi!r}")
+    check_memory(n)
     rng = np.random.default_rng(seed)
     x = np.linspace(lo, hi, n) if sampling == "grid" else np.sort(rng.uniform(lo, hi, n))
     y = fn(x)

@@ -50,6 +50,8 @@ from nnfin.finance.black_scholes import ArrayLike, Option, as_f64, check_option
 
 DEFAULT_N = 1500
 DEFAULT_L = 50.0
+# peak bytes per (row, term) of one COS chunk: ~320 measured (float64 and complex128 temporaries)
+COS_BYTES_PER_TERM = 400
 _KAPPA_FLOOR = 1e-12  # kappa = 0 exactly has a removable 0/0; this floor is harmless
 
 
@@ -132,6 +134,26 @@ def _cos_put(m, tau, r, rho, kappa, vbar, gamma, v0, n_terms: int, big_l: float)
     return torch.exp(-r * tau) * terms.sum(dim=1)
 
 
+def cos_memory_check(n_terms: int, rows: int, *, device: str | torch.device | None = None,
+                     field: str = "n_terms", chunk_field: str = "chunk", chunk: int | None = None) -> int:
+    """Refuse COS work that cannot fit: ``rows`` priced at once with ``n_terms`` terms.
+
+    ``field`` names the number of terms; ``chunk_field`` the rows at once when the caller set
+    ``chunk``. Returns the bytes of the work. ``cos_memory_check(1500, 1333)`` is ~800 MB.
+    """
+    from nnfin.memory import format_count, require
+
+    one_row = n_terms * COS_BYTES_PER_TERM
+    require(field, n_terms, one_row, "the COS terms", device=device,
+            detail=f"{format_count(n_terms)} terms x {COS_BYTES_PER_TERM} bytes per row")
+    work = rows * one_row
+    require(chunk_field if chunk is not None else field, chunk if chunk is not None else n_terms,
+            work, "the COS terms", device=device,
+            detail=f"{format_count(rows)} rows at once x {format_count(n_terms)} terms x "
+                   f"{COS_BYTES_PER_TERM} bytes")
+    return work
+
+
 def heston_cos_price(
     m: ArrayLike,
     tau: ArrayLike,
@@ -151,7 +173,7 @@ def heston_cos_price(
     """Heston ``V/K`` for many parameter sets at once (1-D float64 tensor on CPU).
 
     ``n_terms`` is the COS ``N``, ``big_l`` the range width ``L``; ``chunk`` bounds the
-    rows priced together (memory ~ ``chunk * n_terms * 100`` bytes).
+    rows priced together (memory ~ ``chunk * n_terms * 320`` bytes).
 
     >>> p = heston_cos_price([0.9, 1.1], 0.5, 0.02, rho=-0.7, kappa=1.0, vbar=0.04,
     ...                      gamma=0.3, v0=0.04, option="put", n_terms=256, big_l=12)
@@ -166,7 +188,8 @@ def heston_cos_price(
     cols = [t.detach().reshape(-1) for t in as_f64(m, tau, r, rho, kappa, vbar, gamma, v0,
                                                     device=device)]
     n_rows = cols[0].numel()
-    chunk = chunk or max(1, 2_000_000 // int(n_terms))
+    given_chunk, chunk = chunk, chunk or max(1, 2_000_000 // int(n_terms))
+    cos_memory_check(int(n_terms), min(chunk, max(n_rows, 1)), device=device, chunk=given_chunk)
     parts = []
     for start in range(0, n_rows, chunk):
         sl = [c[start:start + chunk] for c in cols]
