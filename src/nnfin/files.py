@@ -199,6 +199,23 @@ def _fsync(path: Path, *, folder: bool = False) -> None:
         os.close(fd)
 
 
+def umask() -> int:
+    """The process's umask (read without changing it where the OS tells: Linux)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration), \
+            open("/proc/self/status", encoding="ascii") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _follow_umask(tmp: Path) -> None:
+    """Give the file the mode a plain ``open`` would (some libraries create theirs 0600)."""
+    mode = 0o666 & ~umask()
+    if tmp.stat().st_mode & 0o777 != mode:
+        os.chmod(tmp, mode)
+
+
 def _commit(tmp: Path, target: Path, force: bool, field: str | None) -> None:
     """Put ``tmp`` at ``target``: ``os.replace`` with ``force``, else a link that fails if taken."""
     if force:
@@ -246,6 +263,7 @@ def replacing(path: str | Path, *, force: bool = False, field: str | None = None
         raise os_error(exc, target, field=field) from None
     try:
         yield tmp
+        _follow_umask(tmp)
         _fsync(tmp)
         if before_commit is not None:
             before_commit()

@@ -112,7 +112,7 @@ def create_run_dir(cfg: Config) -> tuple[Path, bool]:
         if path.is_symlink() and not path.exists():
             raise ConfigError(f"[run] dir = {rc.dir!r} is a symbolic link to a missing folder; "
                               "remove the link or choose another folder")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and (not path.is_dir() or any(p.name != files.LOCK_NAME for p in path.iterdir())):
             raise ConfigError(f"[run] dir = {rc.dir!r} already exists and is not empty; "
                               "choose another folder (nothing was overwritten)")
         existed = path.is_dir()

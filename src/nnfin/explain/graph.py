@@ -114,7 +114,8 @@ def dot_source(tr: Trace, max_nodes: int = MAX_NODES) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _draw_matplotlib(tr: Trace, path: Path, fmt: str, max_nodes: int) -> None:
+def _draw_matplotlib(tr: Trace, tmp: Path, fmt: str, max_nodes: int) -> None:
+    """Draw the graph with matplotlib into the writer's temporary file ``tmp``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -158,7 +159,7 @@ def _draw_matplotlib(tr: Trace, path: Path, fmt: str, max_nodes: int) -> None:
                       "ls": "--" if kind in ("none", "more") else "-"})
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    fig.savefig(path, format=fmt, dpi=120)
+    fig.savefig(tmp, format=fmt, dpi=120)
 
 
 def _draw_dot(dot: str, source: str, path: Path, fmt: str) -> str | None:
