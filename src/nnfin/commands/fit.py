@@ -147,6 +147,10 @@ def inspect(
     from nnfin.errors import FileFormatError
     from nnfin.runs import load_run
 
+    if Path(run_dir).is_file():
+        raise FileFormatError(f"{str(run_dir)!r} is a file, not a run folder: nnfin inspect takes a "
+                              "run folder written by nnfin fit; nnfin predict FILE INPUT -o OUT "
+                              "reads model files (.pth, .pt, ...)")
     run = load_run(run_dir)
     grad_file = Path(run_dir) / "gradients.safetensors"
     try:

@@ -63,9 +63,10 @@ def open_model(path: Path, *, trust: bool = False):
             raise FileFormatError(f"model file {str(path)!r} holds a {type(obj).__name__} without "
                                   "parameters; predict needs a trained model")
         return Run(load_config({}), obj, None, [], [], dir=None)
-    what = "a state dict or checkpoint (tensors, no model)" if isinstance(obj, dict) \
-        else f"a {type(obj).__name__}, not a model"
-    raise FileFormatError(f"model file {str(path)!r} holds {what}; predict needs a run folder, a "
+    what = "a state dict or checkpoint (tensors only)" if isinstance(obj, dict) \
+        else f"a {type(obj).__name__}"
+    raise FileFormatError(f"model file {str(path)!r} holds {what}: no model and no feature names; "
+                          "predict needs a run folder, a "
                           "folder written by nnfin.save(model, folder), or a whole model file "
                           "(torch.save(model, path)) with --trust")
 
