@@ -343,3 +343,10 @@ def test_inspect_of_a_file_says_it_is_not_a_run_folder(tmp_path, cli):
     result = cli("inspect", str(tmp_path / "evil.pth"))
     assert_one_line_error(result, "evil.pth")
     assert "does not exist" not in result.err
+
+
+def test_cv_with_a_refused_config_leaves_no_run_folder(tmp_path, cli):
+    folder = tmp_path / "cv"
+    result = cli("cv", "-q", "-o", str(folder), "--folds", "2", *sets(*TINY, "train.batch_size=100000"))
+    assert_one_line_error(result, "batch_size")
+    assert not folder.exists()

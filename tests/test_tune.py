@@ -249,6 +249,7 @@ def test_cli_tune_prints_the_ranking_and_the_refit(cli, tmp_path):
     ([GRID, "tune.trials=-3"], ["[tune] trials = -3"]),
     ([GRID, "tune.storage='foo'"], ["[tune] storage = 'foo' is not a database URL"]),
     ([GRID, "tune.strategy='bayesian'"], ["[tune] strategy = 'bayesian'", "did you mean 'bayes'"]),
+    ([GRID, "train.batch_size=100000"], ["batch_size = 100000"]),  # refused by the first trial
 ])
 def test_bad_input_is_one_line_and_leaves_no_run_folder(cli, tmp_path, extra, fragments):
     r = cli("tune", "-q", "-o", str(tmp_path / "run"), *sets([*BASE, *extra]))

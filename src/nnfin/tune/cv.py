@@ -32,7 +32,7 @@ from nnfin import files
 from nnfin.config import Config, TuneConfig, load_config
 from nnfin.data import _split_indices, data_from_indices
 from nnfin.data.derivatives import derivative_feature_index, load_all
-from nnfin.errors import ConfigError, DataError
+from nnfin.errors import ConfigError, DataError, NNFinError
 
 METRIC_KEYS = {"val_mse": "mse", "val_rmse": "rmse", "val_mae": "mae", "val_r2": "r2",
                "val_max_abs_error": "max_abs_error", "val_loss": "loss"}
@@ -348,19 +348,26 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
         from nnfin.tune.progress import SearchProgress
 
         bar = SearchProgress(console, folds=plan.k)
-    run_dir = None
+    run_dir, made, lock = None, False, None
     if write:
-        from nnfin.runs import new_run_dir
+        from nnfin.runs import abandon_run_dir, create_run_dir
 
-        run_dir = new_run_dir(cfg)
-        files.write_text(run_dir / "config.toml", cfg.to_toml())
+        run_dir, made = create_run_dir(cfg)
+        lock = files.RunLock(run_dir, "nnfin cv").acquire()
     started = time.perf_counter()
     try:
+        if run_dir is not None:
+            files.write_text(run_dir / "config.toml", cfg.to_toml())
         (res,) = evaluate_candidates(
             [cfg], plan, metric=tc.metric,
             fold_callbacks=(lambda c, i: [bar.epoch_callback(i)]) if bar else None)
         if bar is not None:
             bar.progress.update(bar.fold_task, completed=plan.k)
+    except NNFinError:
+        if lock is not None:  # a refused config leaves no run folder behind
+            lock.release()
+            abandon_run_dir(run_dir, made)
+        raise
     finally:
         if bar is not None:
             bar.stop()
@@ -370,7 +377,10 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
     if run_dir is not None:
         from nnfin.runs import write_json
 
-        files.write_frame(run_dir / "cv.csv", res.table())
-        write_json(run_dir / "cv.json", {**res.summary(), "wall_s": time.perf_counter() - started,
-                                         "per_fold": res.table().to_dict(orient="records")})
+        try:
+            files.write_frame(run_dir / "cv.csv", res.table())
+            write_json(run_dir / "cv.json", {**res.summary(), "wall_s": time.perf_counter() - started,
+                                             "per_fold": res.table().to_dict(orient="records")})
+        finally:
+            lock.release()
     return res

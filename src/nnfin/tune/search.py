@@ -31,8 +31,8 @@ import pandas as pd
 
 from nnfin import files
 from nnfin.config import Config, TuneConfig, load_config
-from nnfin.errors import ConfigError
-from nnfin.runs import Run, new_run_dir
+from nnfin.errors import ConfigError, NNFinError
+from nnfin.runs import Run, abandon_run_dir, create_run_dir
 from nnfin.tune.cv import FoldResult, Folds, evaluate_candidates, make_folds, maximize, tune_section
 from nnfin.tune.space import Param, apply_params, check_values, grid_size, grid_values, parse_space, suggest
 from nnfin.tune.storage import Gate, masked, open_storage, storage_url
@@ -367,7 +367,27 @@ def tune_dir(cfg: Config) -> tuple[Path, bool]:
     """The run folder and whether it already holds a search (which is then continued)."""
     if cfg.run.dir and (Path(cfg.run.dir) / "tune").is_dir():
         return Path(cfg.run.dir), True
-    return new_run_dir(cfg), False
+    path, made = create_run_dir(cfg)
+    if made:
+        _MADE.add(str(path))
+    return path, False
+
+
+_MADE: set[str] = set()  # run folders this process made for a search (removed again if refused)
+
+
+def _abandon(run_dir: Path, study: Any) -> None:
+    """A search refused before any trial completed leaves no run folder behind: its own files
+    go, and the folder too if this process made it."""
+    from optuna.trial import TrialState
+
+    if study is not None and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return
+    tune = run_dir / "tune"
+    for name in ("study.db", "study.db-journal", "study.db.lock"):
+        files.remove(tune / name)
+    files.remove(tune)
+    abandon_run_dir(run_dir, str(run_dir) in _MADE)
 
 
 def _storage_and_folder(cfg: Config, *, worker: bool, write: bool
@@ -414,6 +434,7 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
     folds = make_folds(cfg, tc.folds, seed=tc.seed, inner_val=tc.inner_val)
     storage, url, run_dir, continued = _storage_and_folder(cfg, worker=worker, write=write)
     lock = files.RunLock(run_dir, "nnfin tune").acquire() if run_dir is not None else None
+    study = None
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -483,6 +504,12 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
             if result.best_config is not None and tc.refit and not interrupted:
                 result.run = refit(result.best_config, run_dir, progress=progress, console=console)
         return result
+    except NNFinError:
+        if lock is not None and not continued:
+            lock.release()
+            lock = None
+            _abandon(run_dir, study)
+        raise
     finally:
         if lock is not None:
             lock.release()
