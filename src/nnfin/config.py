@@ -11,12 +11,21 @@ ones are errors with a "did you mean" hint, and every message names the field an
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nnfin.errors import ConfigError, did_you_mean
 
@@ -26,16 +35,59 @@ OPTIMIZERS = ("gd", "sgd", "adam", "adamw", "rmsprop", "lbfgs")
 SCHEDULES = ("none", "step", "exponential", "cosine", "onecycle", "plateau")
 LOSSES = ("mse", "sse", "mae", "huber")
 BUILTIN_TARGETS = ("cos", "sin", "exp", "polynomial")
+# copies of nnfin.data.finance_bridge.FINANCE_KINDS and nnfin.tune.storage.SCHEMES (config.py
+# imports no higher-level package; tests check that the copies match)
+FINANCE_KINDS = ("black-scholes", "implied-vol", "heston")
+DATA_KINDS = (*BUILTIN_TARGETS, "file", *FINANCE_KINDS)
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
+# every column the training loop logs per epoch (history.csv); val_loss needs validation rows
+MONITORS = ("val_loss", "train_loss", "lr", "epoch", "step", "time")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+MAX_DEPTH = 32  # deepest nesting of tables and lists a config may have
+
+
+def _seed(bound: int) -> Any:
+    """An ``int`` seed in ``[0, bound)``: every consumer (numpy, torch, scikit-learn) takes it."""
+
+    def check(v: int) -> int:
+        if not 0 <= v < bound:
+            raise ValueError(f"must be a whole number from 0 to {bound - 1}")
+        return v
+
+    return Annotated[int, AfterValidator(check)]
+
+
+Seed = _seed(2**63)  # torch.manual_seed and numpy generators (signed 64-bit, as TOML)
+TuneSeed = _seed(2**31)  # KFold and Optuna samplers take 32-bit seeds; resumed studies add trials
+
+
+def _plain(table: dict[str, Any]) -> dict[str, Any]:
+    """Check a free-form table holds only finite numbers, strings, booleans, lists and tables
+    (what its TOML copy in a run folder reloads as): no null, no dates, no other objects."""
+    stack: list[tuple[str, Any]] = [(str(k), x) for k, x in table.items()]
+    while stack:
+        where, x = stack.pop()
+        if isinstance(x, dict):
+            stack.extend((f"{where}.{k}", y) for k, y in x.items())
+        elif isinstance(x, list):
+            stack.extend((f"{where}[{i}]", y) for i, y in enumerate(x))
+        elif isinstance(x, float) and not math.isfinite(x):
+            raise ValueError(f"{where} = {x!r} must be a finite number")
+        elif not isinstance(x, bool | int | float | str):
+            raise ValueError(f"{where} = {_short(repr(x))} must be a number, string, boolean, "
+                             "list or table")
+    return table
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
     """``[data]``: where samples come from, how they are split and scaled."""
 
-    kind: str = Field("cos", description="cos | sin | exp | polynomial | file | finance kinds")
+    kind: Literal[DATA_KINDS] = Field(  # type: ignore[valid-type]
+        "cos", description="cos | sin | exp | polynomial | file | black-scholes | implied-vol | heston")
     n: int = Field(2000, ge=1, description="number of samples for generated data")
     low: float | None = Field(None, description="lower end of x (default -pi/2)")
     high: float | None = Field(None, description="upper end of x (default 3pi/2)")
@@ -51,7 +103,7 @@ class DataConfig(Section):
         default_factory=lambda: [0.7, 0.15, 0.15], description="train / validation / test"
     )
     scale: bool = Field(True, description="standardize inputs and outputs (train statistics)")
-    seed: int = Field(0, description="seed for sampling, noise and the split")
+    seed: Seed = Field(0, description="seed for sampling, noise and the split")
     options: dict[str, Any] = Field(
         default_factory=dict, description="extra options for generated finance datasets"
     )
@@ -59,6 +111,11 @@ class DataConfig(Section):
         default_factory=dict,
         description="differential training: feature -> column with dy/dfeature ('-col' negates)",
     )
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _plain(v)
 
     @field_validator("split")
     @classmethod
@@ -146,7 +203,7 @@ class TrainConfig(Section):
     huber_delta: float = Field(1.0, gt=0.0, description="huber threshold")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     dtype: Literal["float32", "float64"] = Field("float32", description="tensor precision")
-    seed: int = Field(0, description="seed for initialisation and batch order")
+    seed: Seed = Field(0, description="seed for initialisation and batch order")
     derivative_weight: float = Field(
         1.0, ge=0.0, description="weight of the derivative loss when [data] derivatives is set")
     progress: bool = Field(True, description="show a progress bar")
@@ -158,10 +215,9 @@ class TrainConfig(Section):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        base = v.split(":")[0]
-        if base not in ("auto", "cpu", "cuda", "mps"):
-            raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
-        return v
+        if v in DEVICES or re.fullmatch(r"cuda:[0-9]{1,4}", v):
+            return v
+        raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps{did_you_mean(v, DEVICES)}")
 
     @model_validator(mode="after")
     def _length(self) -> TrainConfig:
@@ -176,7 +232,8 @@ class EarlyStoppingConfig(Section):
     """``[early_stopping]``: stop when the monitored metric stops improving."""
 
     enabled: bool = Field(False, description="turn early stopping on")
-    monitor: str = Field("val_loss", description="history column to watch")
+    monitor: Literal[MONITORS] = Field(  # type: ignore[valid-type]
+        "val_loss", description="history column to watch: val_loss | train_loss | lr | epoch | step | time")
     patience: int = Field(20, ge=1, description="epochs without improvement before stopping")
     min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts")
     relative: bool = Field(False, description="min_delta is relative to the best value")
@@ -208,7 +265,7 @@ class TuneConfig(Section):
     folds: int = Field(5, ge=2, description="K of the K-fold cross-validation")
     metric: Literal[TUNE_METRICS] = Field(  # type: ignore[valid-type]
         "val_mse", description="held-out-fold metric to rank by (val_r2 is maximised)")
-    seed: int = Field(0, description="seed of the folds and the sampler")
+    seed: TuneSeed = Field(0, description="seed of the folds and the sampler")
     sampler: Literal["tpe", "gp"] = Field("tpe", description="bayes: TPE or Gaussian process")
     pruning: bool = Field(False, description="stop poor trials early (median of running fold means)")
     storage: str = Field("sqlite", description="sqlite (tune/study.db in the run) | sqlite:///f.db | "
@@ -228,6 +285,22 @@ class TuneConfig(Section):
         None, ge=1, description="trials asked of the sampler at once and cross-validated together "
         "(default: grid and random up to 64, bayes 8; 1 with pruning or batched = false)")
     space: dict[str, Any] = Field(default_factory=dict, description="dotted key -> candidates")
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        if v in ("sqlite", "memory"):
+            return v
+        scheme = v.split(":", 1)[0].split("+", 1)[0]
+        if "://" not in v or scheme not in STORAGE_SCHEMES:
+            raise ValueError("must be sqlite, memory, sqlite:///path.db or postgresql://user:pw@host/db"
+                             + did_you_mean(v, ("sqlite", "memory")))
+        return v
+
+    @field_validator("space")
+    @classmethod
+    def _plain_space(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _plain(v)
 
     @model_validator(mode="after")
     def _space(self) -> TuneConfig:
@@ -278,6 +351,7 @@ def load_config(
     if isinstance(source, Config):
         raw = source.to_dict()
     elif isinstance(source, dict):
+        _check_depth(source, "config")
         raw = _deepcopy(source)
     elif source is None:
         raw = {}
@@ -296,24 +370,55 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} {what}")
     try:
         text = p.read_text(encoding="utf-8")
-        return tomllib.loads(text)
+        raw = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"config file {str(p)!r} nests tables or lists too deeply "
+                          f"(at most {MAX_DEPTH} levels)") from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc).replace("at end of document", f"at end of document, line {text.count(chr(10)) + 1}")
         raise ConfigError(f"config file {str(p)!r}: TOML syntax error: {msg}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(p)!r} cannot be read: {exc}") from None
+    _check_depth(raw, f"config file {str(p)!r}")
+    return raw
 
 
 def _deepcopy(d: dict) -> dict:
     return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
-def parse_value(text: str) -> Any:
-    """Parse an override value as TOML (numbers, booleans, lists, strings); else a string."""
+def parse_value(text: str, where: str = "value") -> Any:
+    """Parse an override value as TOML (numbers, booleans, lists, strings); else a string.
+
+    A value nested deeper than :data:`MAX_DEPTH` is a :class:`ConfigError` naming ``where``.
+    """
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise ConfigError(f"{where} nests lists or tables too deeply (at most {MAX_DEPTH} levels)") from None
+    _check_depth(value, where)
+    return value
+
+
+def _check_depth(obj: Any, where: str) -> None:
+    """Refuse tables and lists nested deeper than :data:`MAX_DEPTH` (checked without recursion)."""
+    stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            shown = f" at {_short(path.lstrip('.'))}" if path else ""
+            raise ConfigError(f"{where} nests tables or lists deeper than {MAX_DEPTH} levels{shown}")
+        if isinstance(node, dict):
+            stack.extend((v, f"{path}.{k}", depth + 1) for k, v in node.items())
+        elif isinstance(node, list | tuple):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node))
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters for a message (long values stay one short line)."""
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _apply_override(raw: dict, item: str) -> None:
@@ -328,20 +433,23 @@ def _apply_override(raw: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {item!r}: {part!r} is not a section")
-    node[parts[-1]] = parse_value(text.strip())
+    node[parts[-1]] = parse_value(text.strip(), where=f"--set {_short(item)!r}")
 
 
 def validate(raw: dict[str, Any]) -> Config:
     """Validate a raw dict; the first problem becomes a one-line :class:`ConfigError`."""
+    _check_depth(raw, "config")
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, raw)) from None
+        raise ConfigError(" ".join(_format_error(exc, raw).splitlines())) from None
+    except RecursionError:
+        raise ConfigError(f"config nests tables or lists too deeply (at most {MAX_DEPTH} levels)") from None
 
 
 def _format_error(exc: ValidationError, raw: dict) -> str:
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"]]
+    loc = _field_loc(raw, [str(p) for p in err["loc"]])
     kind = err["type"]
     if not loc:
         return err["msg"]
@@ -350,14 +458,18 @@ def _format_error(exc: ValidationError, raw: dict) -> str:
         model: type[BaseModel] = Config
         for part in loc[:-1]:
             field = model.model_fields.get(part)
-            ann = field.annotation if field else None
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                model = ann
+            for ann in (field.annotation, *get_args(field.annotation)) if field else ():
+                if isinstance(ann, type) and issubclass(ann, BaseModel):  # TuneConfig | None too
+                    model = ann
         known = list(model.model_fields)
         what = "section" if len(loc) == 1 else "key"
         return f"unknown {what} {where}{did_you_mean(loc[-1], known)} (known: {', '.join(known)})"
     value = _lookup(raw, loc)
+    if loc == ["tune", "storage"] and isinstance(value, str):
+        value = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", value)  # no passwords in messages
     msg = err["msg"]
+    if kind == "finite_number":
+        return f"{where} = {value!r}: must be a finite number"
     if kind == "literal_error":
         allowed = err.get("ctx", {}).get("expected", "")
         choices = [c.strip().strip("'") for c in allowed.replace(" or ", ",").split(",")]
@@ -374,9 +486,24 @@ def _format_error(exc: ValidationError, raw: dict) -> str:
 
 
 def _where(loc: list[str]) -> str:
+    loc = [f"[{p}]" if p.isdigit() else p for p in loc]  # list indices as betas[0]
     if len(loc) == 1:
         return f"[{loc[0]}]"
-    return f"[{loc[0]}] {'.'.join(loc[1:])}"
+    return f"[{loc[0]}] {'.'.join(loc[1:])}".replace(".[", "[")
+
+
+def _field_loc(raw: Any, loc: list[str]) -> list[str]:
+    """``loc`` without pydantic's union tags (``target.str``, ``target.list[str].0``)."""
+    out, node = [], raw
+    for part in loc:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit():
+            node = node[int(part)] if int(part) < len(node) else None
+        elif node is not None:
+            continue  # a tag naming a member of a union, not a key or an index
+        out.append(part)
+    return out
 
 
 def _lookup(raw: Any, loc: list[str]) -> Any:

@@ -45,7 +45,7 @@ def columns_as_array(
         if col not in frame.columns:
             raise DataError(
                 f"{field}: column {col!r} not found in {source!r}{did_you_mean(col, available)}"
-                f" (columns: {', '.join(available)})"
+                f" (columns: {', '.join(c if c.isprintable() else repr(c) for c in available)})"
             )
     out = np.empty((len(frame), len(columns)), dtype=np.float64)
     for j, col in enumerate(columns):
@@ -63,7 +63,7 @@ def columns_as_array(
             row = int(np.flatnonzero(~finite)[0])
             raise DataError(
                 f"{field}: column {col!r} in {source!r} has a missing or non-finite value"
-                f" at row {row} ({arr[row]!r})"
+                f" at row {row} ({float(arr[row])!r})"
             )
         out[:, j] = arr
     return out

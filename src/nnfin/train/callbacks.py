@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from nnfin.errors import ConfigError
+
 if TYPE_CHECKING:
     from nnfin.train.loop import Trainer
 
@@ -70,6 +72,12 @@ class ProgressBar(Callback):
             self.progress = None
 
 
+class MonitorError(ConfigError, KeyError):
+    """The monitored column is not logged: a one-line :class:`ConfigError` (and a ``KeyError``)."""
+
+    __str__ = ConfigError.__str__  # the message as is, not quoted like a KeyError's
+
+
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved for ``patience`` epochs; restore the best weights.
 
@@ -95,8 +103,10 @@ class EarlyStopping(Callback):
         """Update the state with this epoch's logs; return ``(should_stop, reason)``."""
         if self.monitor not in logs:
             known = ", ".join(sorted(logs))
-            raise KeyError(f"early stopping monitors {self.monitor!r}, which is not logged "
-                           f"(logged: {known})")
+            hint = ("; there are no validation rows: give [data] split a validation share or monitor "
+                    "train_loss") if self.monitor.startswith("val_") else ""
+            raise MonitorError(f"[early_stopping] monitor = {self.monitor!r} is not logged "
+                               f"(logged: {known}){hint}")
         value = logs[self.monitor]
         if not math.isfinite(value):
             return True, f"{self.monitor} is {value} at epoch {epoch}"
