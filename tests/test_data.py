@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nnfin.config import DataConfig
+from nnfin.config import DataConfig, load_config
 from nnfin.data import build_data
 from nnfin.errors import ConfigError, DataError
 
@@ -129,7 +129,7 @@ def test_file_kind_needs_path():
 
 def test_unknown_kind():
     with pytest.raises(ConfigError, match=r"kind = 'coss'.*did you mean 'cos'"):
-        build_data(DataConfig(kind="coss"))
+        load_config(None, ["data.kind=coss"])  # refused at load, before any data are built
 
 
 def test_split_leaving_too_few_training_rows():

@@ -84,3 +84,16 @@ def test_restore_best_false_keeps_the_last_weights():
     state = trainer.fit()
     assert state.restored_epoch is None
     assert trainer.evaluate("val") == pytest.approx(state.history[-1]["val_loss"], rel=1e-6)
+
+
+def test_the_config_becomes_a_callback_in_one_place_with_every_field():
+    from nnfin.config import EarlyStoppingConfig
+    from nnfin.train.callbacks import EarlyStopping
+
+    assert EarlyStopping.from_config(EarlyStoppingConfig()) is None  # off by default
+    es = EarlyStoppingConfig(enabled=True, monitor="val_loss", patience=7, min_delta=0.25, relative=True,
+                             start_from_epoch=3, restore_best=False)
+    cb = EarlyStopping.from_config(es)
+    for name in set(EarlyStoppingConfig.model_fields) - {"enabled"}:
+        assert getattr(cb, name) == getattr(es, name), name
+    assert EarlyStopping.from_config(es, restore_best=True).restore_best is True

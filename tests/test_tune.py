@@ -247,7 +247,7 @@ def test_cli_tune_prints_the_ranking_and_the_refit(cli, tmp_path):
     ([GRID, "tune.folds=1000"], ["[tune] folds = 1000 is more than the 255 training rows"]),
     ([GRID, "tune.trials=0"], ["[tune] trials = 0"]),
     ([GRID, "tune.trials=-3"], ["[tune] trials = -3"]),
-    ([GRID, "tune.storage='foo'"], ["[tune] storage = 'foo' is not a database URL"]),
+    ([GRID, "tune.storage='foo'"], ["[tune] storage = 'foo'", "sqlite, memory"]),
     ([GRID, "tune.strategy='bayesian'"], ["[tune] strategy = 'bayesian'", "did you mean 'bayes'"]),
     ([GRID, "train.batch_size=100000"], ["batch_size = 100000"]),  # refused by the first trial
 ])

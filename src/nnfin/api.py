@@ -123,11 +123,9 @@ def _callbacks(cfg: Config, digest: str, run_dir: Path | None, progress: bool, c
         from nnfin.train.tensorboard import TensorBoardCallback  # runs after the best is restored
 
         cbs.append(TensorBoardCallback(run_dir / "tensorboard", every=cfg.train.tensorboard_every))
-    es = cfg.early_stopping
-    if es.enabled:
-        cbs.append(EarlyStopping(es.monitor, patience=es.patience, min_delta=es.min_delta,
-                                 relative=es.relative, start_from_epoch=es.start_from_epoch,
-                                 restore_best=es.restore_best))
+    es = EarlyStopping.from_config(cfg.early_stopping)
+    if es is not None:
+        cbs.append(es)
     if run_dir is not None:
         from nnfin.train.checkpoint import CheckpointCallback
 

@@ -278,9 +278,9 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         callbacks: list[Callback] = []
         if self.verbose:
             callbacks.append(ProgressBar())
-        if cfg.early_stopping.enabled and data.x_val.shape[0] > 0:
-            es = cfg.early_stopping
-            callbacks.append(EarlyStopping(es.monitor, patience=es.patience, restore_best=True))
+        stopper = EarlyStopping.from_config(cfg.early_stopping, restore_best=True)
+        if stopper is not None and data.x_val.shape[0] > 0:
+            callbacks.append(stopper)
         trainer = Trainer(self.model_, data, cfg, callbacks=callbacks)
         if self._optimizer_state is not None:  # continue: same optimizer moments, next batches
             trainer.optimizer.load_state_dict(self._optimizer_state)

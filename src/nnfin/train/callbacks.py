@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nnfin.errors import ConfigError
 
 if TYPE_CHECKING:
+    from nnfin.config import EarlyStoppingConfig
     from nnfin.train.loop import Trainer
 
 
@@ -93,6 +94,21 @@ class EarlyStopping(Callback):
         self.best_epoch = -1
         self.wait = 0
         self.best_weights: dict[str, Any] | None = None
+
+    @classmethod
+    def from_config(cls, es: EarlyStoppingConfig, **changes: Any) -> EarlyStopping | None:
+        """The callback ``[early_stopping]`` describes (``None`` when it is off): the one place
+        a config becomes an EarlyStopping, for fit, cv, tune and the estimator alike.
+
+        >>> from nnfin.config import EarlyStoppingConfig
+        >>> EarlyStopping.from_config(EarlyStoppingConfig(enabled=True, patience=5)).patience
+        5
+        """
+        if not es.enabled:
+            return None
+        kwargs = {"patience": es.patience, "min_delta": es.min_delta, "relative": es.relative,
+                  "start_from_epoch": es.start_from_epoch, "restore_best": es.restore_best, **changes}
+        return cls(es.monitor, **kwargs)
 
     def improved(self, value: float) -> bool:
         margin = self.min_delta * abs(self.best) if self.relative and math.isfinite(self.best) \

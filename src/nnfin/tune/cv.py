@@ -229,10 +229,9 @@ def run_fold(cfg: Config, folds: Folds, i: int, *, callbacks: Sequence[Any] = ()
     model = build_model(cfg.model, in_dim=data.in_dim, out_dim=data.out_dim)
     model = model.to(device=device, dtype=getattr(torch, cfg.train.dtype))
     cbs = list(callbacks)
-    if es.enabled:
-        cbs.insert(0, EarlyStopping(es.monitor, patience=es.patience, min_delta=es.min_delta,
-                                    relative=es.relative, start_from_epoch=es.start_from_epoch,
-                                    restore_best=es.restore_best))
+    stopper = EarlyStopping.from_config(es)
+    if stopper is not None:
+        cbs.insert(0, stopper)
     trainer = Trainer(model, data, cfg, callbacks=cbs)
     state = trainer.fit()
     if state.status == "interrupted":

@@ -479,8 +479,4 @@ _KEY_NAMES = "activation, depth, optimizer family, loss, sampling, batch size, d
 
 def _stopper(cfg: Config) -> EarlyStopping | None:
     es = cfg.early_stopping
-    if not es.enabled:
-        return None
-    return EarlyStopping(es.monitor, patience=es.patience, min_delta=es.min_delta,
-                         relative=es.relative, start_from_epoch=es.start_from_epoch,
-                         restore_best=es.restore_best)
+    return EarlyStopping.from_config(es)
