@@ -10,7 +10,7 @@ Part ``engine`` - one training step (forward, backward) of M = 60 stacked 1-w-w-
 networks on batches of 64 rows, for w = 6, 16, 32, four ways:
 
 * ``bmm-manual``: ``torch.baddbmm`` per layer and the hand-written backward of
-  :mod:`nnfin.tune.functional` (what the engine uses);
+  :mod:`nnfin.train.stack.functional` (what the engine uses);
 * ``bmm-autograd``: the same forward on stacked (M, in, out) weights, ``autograd.grad``;
 * ``vmap``: ``torch.func.stack_module_state`` + ``vmap(functional_call)``, ``autograd.grad``;
 * ``vmap-grad``: ``vmap(grad(loss of functional_call))``.
@@ -22,7 +22,7 @@ Part ``sweep`` - model selection as it is used: 12 configs (widths 6/16/32 x lr 
 L2 0/1e-4; 1-w-w-1 sigmoid, Adam, MSE, batch 64) x 5 folds, ``--epochs`` epochs (200), on
 cos(x), n = 2000 on [-pi/2, 3pi/2]: 1400 rows (nnfin's 70 % training split) cut into 5 folds
 of 1120 training / 280 validation rows, scaled per fold on its training rows. ``batched``
-is one :func:`nnfin.tune.batched.train_batched` call; ``single`` is 60 runs of nnfin's
+is one :func:`nnfin.train.stack.batched.train_batched` call; ``single`` is 60 runs of nnfin's
 ``Trainer`` in this process, each built as nnfin builds it (``data_from_indices``, seeded
 ``build_model``), progress bar off, no run folder. Both see the same initial weights and batch
 order, so their validation losses agree (printed). Wall time: median over ``--repeats``
@@ -54,8 +54,8 @@ from nnfin.config import Config, load_config
 from nnfin.data import data_from_indices
 from nnfin.models import build_model
 from nnfin.train.loop import Trainer
-from nnfin.tune.batched import BatchedRun, train_batched
-from nnfin.tune.functional import StackLayout, backward, flat_grads, forward, loss_and_grad
+from nnfin.train.stack.batched import BatchedRun, train_batched
+from nnfin.train.stack.functional import StackLayout, backward, flat_grads, forward, loss_and_grad
 
 M, BATCH = 60, 64
 

@@ -13,7 +13,7 @@ The grid: width 6 / 16 / 32 x lr 1e-3 / 1e-2 x L2 0 / 1e-4 = 12 configurations, 
 Inputs and targets are standardised with each fold's training rows for every peer, and the CV
 MSE is in the data's units. Peers:
 
-* ``nnfin``   - ``nnfin.tune.search.tune`` with ``strategy = "grid"`` (Optuna GridSampler, in-memory
+* ``nnfin``   - ``nnfin.tune`` with ``strategy = "grid"`` (Optuna GridSampler, in-memory
   study, no refit); the same candidates through ``evaluate_candidates`` (no Optuna) as
   ``nnfin-cv``;
 * ``sklearn`` - ``GridSearchCV`` over ``MLPRegressor(solver="adam", batch_size=64,
@@ -79,7 +79,7 @@ def nnfin_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_nnfin(args: argparse.Namespace) -> dict[str, Any]:
-    from nnfin.tune.search import tune
+    from nnfin.app.tune import tune
 
     space = ('tune.space={"model.width" = [6, 16, 32], "optim.lr" = [1e-3, 1e-2], '
              '"penalty.l2" = [0.0, 1e-4]}')
@@ -93,7 +93,7 @@ def run_nnfin(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_nnfin_cv(args: argparse.Namespace) -> dict[str, Any]:
     from nnfin.config import load_config
-    from nnfin.tune.cv import evaluate_candidates, make_folds
+    from nnfin.train.folds import evaluate_candidates, make_folds
 
     started = time.perf_counter()
     base = load_config(None, nnfin_overrides(args))
@@ -157,7 +157,7 @@ def _search(estimator: Any, param_grid: dict[str, list], args: argparse.Namespac
 def seeds_nnfin(args: argparse.Namespace, best: dict[str, Any], seeds: range) -> list[float]:
     """CV MSE of nnfin's best configuration for each seed (all seeds trained together)."""
     from nnfin.config import load_config
-    from nnfin.tune.cv import evaluate_candidates, make_folds
+    from nnfin.train.folds import evaluate_candidates, make_folds
 
     base = load_config(None, nnfin_overrides(args))
     cfgs = [load_config(base, [f"model.neurons=[{best['width']}, {best['width']}]",
@@ -204,7 +204,7 @@ def seeds_sklearn_from_nnfin(args: argparse.Namespace, best: dict[str, Any],
     from sklearn.preprocessing import StandardScaler
 
     from nnfin.config import load_config
-    from nnfin.tune.cv_batched import initial_model
+    from nnfin.train.folds import initial_model
 
     x, y = data(args)
     y = y.reshape(-1, 1)

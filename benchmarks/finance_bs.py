@@ -13,7 +13,7 @@ same wall-clock budget, the learning rate following a cosine from 1e-3 to 1e-5 o
 delta, vega, theta and rho (``[data] derivatives``, weight ``--derivative-weight``); its steps cost
 more, so it takes fewer of them. ``--activation`` swaps ReLU for another activation in both.
 
-Each trained network is scored by ``nnfin.finance.report.evaluate`` on fresh test-wide and
+Each trained network is scored by ``nnfin.app.report.evaluate`` on fresh test-wide and
 test-narrow sets (``--test-n`` samples each): price MSE, MAE, max error, and the autograd Greeks
 against the analytic ones. Goals (the paper reaches MSE 8.2e-9 with 1M samples and 3000
 epochs on a GPU): test-wide MSE <= 1e-7 and max |delta_NN - delta_BS| <= 1e-3.
@@ -30,7 +30,7 @@ from finance_common import machine, set_threads, train_within
 from rich.console import Console
 from rich.table import Table
 
-from nnfin.finance.report import evaluate
+from nnfin.app.report import evaluate
 
 RECIPE = "examples/finance/bs_price.toml"
 DERIVATIVES = 'data.derivatives={moneyness = "delta", tau = "-theta", r = "rho", sigma = "vega"}'

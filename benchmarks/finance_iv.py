@@ -39,7 +39,7 @@ from rich.table import Table
 
 import nnfin
 from nnfin.finance.iv_compare import compare_iv_solvers
-from nnfin.finance.report import evaluate
+from nnfin.app.report import evaluate
 
 RECIPE = "examples/finance/implied_vol.toml"
 GOALS = {"speedup": 100.0, "mae": 1e-4}

@@ -16,11 +16,11 @@ from nnfin.models import build_model
 from nnfin.train.callbacks import EarlyStopping
 from nnfin.train.loop import Trainer
 from nnfin.train.sampler import BatchSampler
-from nnfin.tune import functional as fn
-from nnfin.tune.batched import plan_groups, train_batched, unsupported_reason
-from nnfin.tune.engine import Job, _Stack, epoch_order, train_group
-from nnfin.tune.functional import StackLayout, backward, flat_grads, forward, loss_and_grad
-from nnfin.tune.optimizers import StackedOptimizer
+from nnfin.train.stack import functional as fn
+from nnfin.train.stack.batched import plan_groups, train_batched, unsupported_reason
+from nnfin.train.stack.engine import Job, _Stack, epoch_order, train_group
+from nnfin.train.stack.functional import StackLayout, backward, flat_grads, forward, loss_and_grad
+from nnfin.train.stack.optimizers import StackedOptimizer
 
 ACTS = ["sigmoid", "tanh", "relu", "elu", "softplus", "gelu", "silu"]
 TOL = {"float32": 1e-5, "float64": 1e-12}

@@ -58,7 +58,7 @@ def test_largest_seeds_run_through_every_consumer():
     import torch
     from sklearn.model_selection import KFold
 
-    from nnfin.api import seed_everything
+    from nnfin.app.fit import seed_everything
     from nnfin.data import build_data
     from nnfin.train.sampler import BatchSampler
 

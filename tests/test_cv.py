@@ -11,8 +11,8 @@ from conftest import FAST, assert_one_line_error
 from nnfin.config import load_config
 from nnfin.data import _split_indices, load_arrays
 from nnfin.errors import NNFinError
-from nnfin.tune import cv as cvmod
-from nnfin.tune.cv import make_folds
+from nnfin.train import folds as cvmod
+from nnfin.train.folds import make_folds
 
 BASE = [*FAST, "train.epochs=4"]
 

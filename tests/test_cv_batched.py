@@ -7,8 +7,8 @@ import pytest
 import nnfin
 from conftest import FAST
 from nnfin.config import load_config
-from nnfin.tune import cv as cvmod
-from nnfin.tune.cv import evaluate_candidates, make_folds
+from nnfin.train import folds as cvmod
+from nnfin.train.folds import evaluate_candidates, make_folds
 
 KEYS = ("mse", "rmse", "mae", "r2", "max_abs_error", "loss")
 # float64: the same formulas to rounding; float32: fused Adam in the Trainer rounds differently

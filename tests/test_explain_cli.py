@@ -188,7 +188,7 @@ def test_model_errors(run_cli, monkeypatch):
 
 
 def test_model_from_a_real_run_folder(run_cli, tmp_path):
-    from nnfin.api import fit
+    from nnfin.app.fit import fit
 
     run_dir = tmp_path / "run"
     fit(overrides=["train.epochs=1", "data.n=200", "train.progress=false", "train.device=cpu",
@@ -200,7 +200,7 @@ def test_model_from_a_real_run_folder(run_cli, tmp_path):
 
 
 def test_model_with_scaler_matches_run_predict(tmp_path):
-    from nnfin.api import fit
+    from nnfin.app.fit import fit
     from nnfin.explain import explain_run
     from nnfin.runs import load_run
 

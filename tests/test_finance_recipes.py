@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from nnfin.app import report as report_mod
 from nnfin.config import load_config
-from nnfin.finance import report as report_mod
 
 RECIPES = Path(__file__).resolve().parents[1] / "examples" / "finance"
 NAMES = ("bs_price", "bs_price_differential", "implied_vol", "heston")

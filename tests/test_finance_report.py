@@ -13,12 +13,12 @@ from torch import nn
 
 import nnfin
 from conftest import assert_one_line_error
+from nnfin.app import report as report_mod
+from nnfin.app.report import evaluate, finance_metrics, fresh_test_sets, write_report
 from nnfin.config import load_config
 from nnfin.data.scaling import Standardizer
-from nnfin.finance import report as report_mod
 from nnfin.finance.black_scholes import bs_price
 from nnfin.finance.iv_compare import compare_iv_solvers, network_inputs, table8_options
-from nnfin.finance.report import evaluate, finance_metrics, fresh_test_sets, write_report
 from nnfin.finance.surrogate import finite_difference_greeks, surrogate_greeks
 from nnfin.metrics import regression_metrics
 from nnfin.runs import Run

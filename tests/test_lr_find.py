@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import FAST, assert_one_line_error
+from nnfin.app.lr_find import lr_find, range_test, suggestions
 from nnfin.config import OptimConfig, load_config
 from nnfin.errors import ConfigError
-from nnfin.lr_find import lr_find, range_test, suggestions
 from nnfin.train.optim import build_optimizer
 
 

@@ -10,11 +10,11 @@ import pytest
 import nnfin
 from conftest import FAST, assert_one_line_error
 from nnfin import memory
+from nnfin.app import report as report_mod
 from nnfin.config import DataConfig, ModelConfig, load_config
 from nnfin.data import build_data
 from nnfin.data import check_memory as data_memory
 from nnfin.errors import ConfigError
-from nnfin.finance import report as report_mod
 from nnfin.finance.datasets import check_memory as generation_memory
 from nnfin.finance.datasets import generate
 from nnfin.finance.heston import heston_cos_price

@@ -182,7 +182,7 @@ def test_runs_lists_the_readable_runs_and_marks_the_broken_ones(tmp_path, cli):
     assert "badhist/history.csv: unreadable: not UTF-8 text" in res.out
     assert "badmetrics/metrics.json: unreadable: not UTF-8 text" in res.out
 
-    from nnfin.runs_table import find_runs
+    from nnfin.app.runs_table import find_runs
 
     rows = {r.name: r for r in find_runs(root)}
     assert rows["good"].status == "finished" and rows["good"].best_val == pytest.approx(0.5)
@@ -213,7 +213,7 @@ def test_cv_with_every_fold_diverging_says_so_and_exits_1(tmp_path, cli):
 
 def _partly_diverged():
     from nnfin.config import load_config
-    from nnfin.tune.cv import CVResult, FoldResult
+    from nnfin.train.folds import CVResult, FoldResult
 
     def fold(i: int, mse: float, status: str = "finished") -> FoldResult:
         metrics = {"mse": mse, "rmse": mse ** 0.5, "mae": mse, "r2": 1 - mse, "max_abs_error": mse,
@@ -240,7 +240,7 @@ def test_cv_result_leaves_diverged_folds_out_of_the_finite_mean():
 
 def test_cv_cli_with_one_fold_diverging(monkeypatch, cli):
     res = _partly_diverged()
-    monkeypatch.setattr("nnfin.tune.cv.cross_validate", lambda *a, **k: res)
+    monkeypatch.setattr("nnfin.app.cv.cross_validate", lambda *a, **k: res)
     out = cli("cv", "-q")
     assert out.code == 1, out
     text = " ".join(out.out.split())

@@ -15,8 +15,8 @@ import torch
 
 import nnfin
 from conftest import assert_one_line_error
+from nnfin.app.resume import ResumeWarning
 from nnfin.errors import ConfigError, DataError, FileFormatError
-from nnfin.resume import ResumeWarning
 from nnfin.train.callbacks import Callback
 from nnfin.train.checkpoint import load_checkpoint
 

@@ -10,8 +10,8 @@ import pytest
 
 import nnfin
 from conftest import FAST, assert_one_line_error
+from nnfin.app.runs_table import config_differences, find_runs, flatten, sort_runs
 from nnfin.errors import ConfigError
-from nnfin.runs_table import config_differences, find_runs, flatten, sort_runs
 
 
 def _set_status(run_dir, status: str) -> None:

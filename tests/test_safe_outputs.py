@@ -18,8 +18,8 @@ import pytest
 import nnfin
 from conftest import assert_one_line_error
 from nnfin import files
-from nnfin.finance import report as report_mod
-from nnfin.resume import ResumeWarning
+from nnfin.app import report as report_mod
+from nnfin.app.resume import ResumeWarning
 from nnfin.train.checkpoint import CheckpointCallback, checkpoint_problem
 
 TINY = ["train.device=cpu", "train.progress=false", "data.n=300", "train.epochs=3", "run.plots=false"]

@@ -10,10 +10,11 @@ import pytest
 
 import nnfin
 from conftest import FAST, assert_one_line_error
+from nnfin.app.tune import tune
 from nnfin.config import Config, load_config
-from nnfin.tune import cv as cvmod
+from nnfin.train import folds as cvmod
 from nnfin.tune import search
-from nnfin.tune.search import Objective, tune
+from nnfin.tune.search import Objective
 from nnfin.tune.space import Range, apply_params, grid_size, grid_values, parse_space
 from nnfin.tune.storage import Gate
 

@@ -91,7 +91,7 @@ def test_three_workers_complete_exactly_the_budget(tmp_path):
     # (how the 7 split across workers depends on timing: a fast worker may take them all)
 
     # a plain nnfin tune on the finished study only reports and refits: no trial is added
-    from nnfin.tune.search import tune
+    from nnfin.app.tune import tune
 
     res = tune(cfg, overrides=[f"tune.storage='{URL}'", f"tune.study='{study}'",
                                f"run.dir='{tmp_path / 'run'}'"])

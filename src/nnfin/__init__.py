@@ -15,30 +15,34 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from nnfin.version import __version__
 
 _API = {
-    "fit": ("nnfin.api", "fit"),
+    "fit": ("nnfin.app.fit", "fit"),
+    "resume": ("nnfin.app.resume", "resume"),
+    "cv": ("nnfin.app.cv", "cross_validate"),
+    "tune": ("nnfin.app.tune", "tune"),
+    "lr_find": ("nnfin.app.lr_find", "lr_find"),
     "Config": ("nnfin.config", "Config"),
     "load_config": ("nnfin.config", "load_config"),
-    "resume": ("nnfin.resume", "resume"),
     "Run": ("nnfin.runs", "Run"),
     "load_run": ("nnfin.runs", "load_run"),
     "load": ("nnfin.saving", "load"),
     "save": ("nnfin.saving", "save"),
-    "cv": ("nnfin.tune.cv", "cross_validate"),
 }
 
-__all__ = ["Config", "Run", "__version__", "cv", "fit", "load", "load_config", "load_run", "resume",
-           "save"]
+__all__ = ["Config", "Run", "__version__", "cv", "fit", "load", "load_config", "load_run", "lr_find",
+           "resume", "save", "tune"]
 
 if TYPE_CHECKING:
-    from nnfin.api import fit
+    from nnfin.app.cv import cross_validate as cv
+    from nnfin.app.fit import fit
+    from nnfin.app.lr_find import lr_find
+    from nnfin.app.resume import resume
+    from nnfin.app.tune import tune
     from nnfin.config import Config, load_config
-    from nnfin.resume import resume
     from nnfin.runs import Run, load_run
     from nnfin.saving import load, save
-    from nnfin.tune.cv import cross_validate as cv
 
 
 def __getattr__(name: str) -> Any:
@@ -61,8 +65,9 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """``nnfin.resume`` is the function even once the module ``nnfin.resume`` is imported (an
-    import binds a submodule to its package's attribute; the module stays in ``sys.modules``)."""
+    """``nnfin.tune`` is the function even once the package ``nnfin.tune`` is imported (an
+    import binds a submodule to its package's attribute; the module stays in ``sys.modules``,
+    so ``from nnfin.tune.space import parse_space`` works as ever)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _API and isinstance(value, types.ModuleType):

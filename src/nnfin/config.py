@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from nnfin.errors import ConfigError, did_you_mean
+from nnfin.searchspace import FIXED_SECTIONS, parse_space
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "softplus", "gelu", "silu")
 INITS = ("default", "lecture", "xavier", "xavier-normal", "kaiming", "kaiming-normal", "sklearn")
@@ -304,9 +305,7 @@ class TuneConfig(Section):
 
     @model_validator(mode="after")
     def _space(self) -> TuneConfig:
-        from nnfin.tune.space import parse_space  # the parser needs Config, defined below
-
-        parse_space(self.space)
+        parse_space(self.space, tunable_keys())
         return self
 
 
@@ -329,6 +328,27 @@ class Config(Section):
     def to_toml(self) -> str:
         """The fully resolved config as TOML text; loading it gives the same config."""
         return tomli_w.dumps(self.to_dict())
+
+
+def tunable_keys() -> dict[str, str]:
+    """``{"optim.lr": "float", "model.neurons": "other", ...}``: keys a search may vary."""
+    keys: dict[str, str] = {}
+    for section, field in Config.model_fields.items():
+        if section in FIXED_SECTIONS:
+            continue
+        model = field.annotation
+        for key, sub in model.model_fields.items():  # type: ignore[union-attr]
+            ann = str(sub.annotation)
+            kind = "int" if sub.annotation is int or ann == "int | None" else \
+                "float" if sub.annotation is float or ann == "float | None" else "other"
+            keys[f"{section}.{key}"] = kind
+    keys.update({"model.width": "int", "model.layers": "int"})
+    return keys
+
+
+def tune_section(cfg: Config) -> TuneConfig:
+    """``[tune]`` of ``cfg``, or its defaults when the config has none."""
+    return cfg.tune if cfg.tune is not None else TuneConfig()
 
 
 def _drop_none(obj: Any) -> Any:

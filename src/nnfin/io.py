@@ -23,10 +23,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nnfin import __version__, files
+from nnfin import files
 from nnfin.config import ModelConfig
 from nnfin.data.scaling import Standardizer
 from nnfin.errors import FileFormatError
+from nnfin.version import __version__
 
 FORMAT = "nnfin-model"
 FORMAT_VERSION = 1

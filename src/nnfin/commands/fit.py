@@ -51,7 +51,7 @@ def fit(
     compile_: bool = typer.Option(False, "--compile", help="Train through torch.compile."),
 ) -> None:
     """Train a model and write a run folder (config, metrics, history, weights, plots)."""
-    from nnfin.api import fit as api_fit
+    from nnfin.app.fit import fit as api_fit
 
     overrides = list(set_ or [])
     if distributed:
@@ -79,7 +79,7 @@ def resume(
     """Continue a run from its last checkpoint (exactly where it stopped)."""
     import warnings
 
-    from nnfin.resume import resume as api_resume
+    from nnfin.app.resume import resume as api_resume
 
     set_ = [*(set_ or []), *(["train.distributed=true"] if distributed else [])]
     with warnings.catch_warnings(record=True) as caught:

@@ -85,7 +85,7 @@ def report(
                                help="Replace report files already in the --out folder."),
 ) -> None:
     """Evaluate a finance run: MSE, RMSE, MAE, MAPE, R², max error; Greeks; IV solvers."""
-    from nnfin.finance.report import check_memory, finance_kind, write_report
+    from nnfin.app.report import check_memory, finance_kind, write_report
     from nnfin.runs import load_run
 
     run = load_run(run_dir)
@@ -97,7 +97,7 @@ def report(
 
 
 def print_report(rep) -> None:
-    """Print a :class:`nnfin.finance.report.Report`: tables, notes and the files written."""
+    """Print a :class:`nnfin.app.report.Report`: tables, notes and the files written."""
     # at least 100 columns: the table stays readable in pipes and narrow terminals
     wide = Console(highlight=False, soft_wrap=True, width=max(console.width, 100))
     wide.print(metrics_table(rep.metrics, title=f"{rep.kind}: metrics (data units)"))

@@ -39,7 +39,7 @@ def list_runs(
     sort: str = typer.Option("time", "--sort", help="time | duration | val | test | name"),
 ) -> None:
     """List the runs under DIR (default runs/): model, data, best val loss, test metrics, status."""
-    from nnfin.runs_table import find_runs, runs_table, sort_runs, unreadable_lines
+    from nnfin.app.runs_table import find_runs, runs_table, sort_runs, unreadable_lines
 
     rows = sort_runs(find_runs(root), sort)
     if not rows:
@@ -58,8 +58,7 @@ def compare(
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ) -> None:
     """Show config differences, metrics side by side and (with --out) the loss curves overlaid."""
-    from nnfin.errors import ConfigError
-    from nnfin.runs_table import (
+    from nnfin.app.runs_table import (
         check_out,
         compare_figure,
         compare_table,
@@ -70,6 +69,7 @@ def compare(
         read_metrics,
         save_figure,
     )
+    from nnfin.errors import ConfigError
 
     if len(runs) < 2:
         raise ConfigError(f"runs compare needs two or more run folders, got {len(runs)}")

@@ -31,7 +31,7 @@ def cv(
     quiet: bool = QuietOption,
 ) -> None:
     """K-fold cross-validation of one configuration: per-fold and mean ± std metrics."""
-    from nnfin.tune.cv import cross_validate
+    from nnfin.app.cv import cross_validate
 
     overrides = list(set_ or []) + ([f"run.dir={run_dir}"] if run_dir else [])
     res = cross_validate(config, folds=folds, overrides=overrides, progress=not quiet, console=console)
@@ -90,7 +90,7 @@ def tune(
     quiet: bool = QuietOption,
 ) -> None:
     """Search \\[tune.space] by K-fold CV (grid, random or Bayesian), then refit and test the best."""
-    from nnfin.tune.search import tune as api_tune
+    from nnfin.app.tune import tune as api_tune
 
     overrides = list(set_ or [])
     for key, value in (("storage", storage), ("study", study), ("strategy", strategy)):
@@ -146,7 +146,7 @@ def lr_find(
     force: bool = typer.Option(False, "--force", help="Replace an existing plot and its CSV."),
 ) -> None:
     """Learning-rate range test: loss against an exponentially growing lr; suggests an lr."""
-    from nnfin.lr_find import lr_find as api_lr_find
+    from nnfin.app.lr_find import lr_find as api_lr_find
 
     res = api_lr_find(config, overrides=list(set_ or []), start=start, end=end, steps=steps, plot=plot,
                       force=force)

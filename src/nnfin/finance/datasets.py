@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nnfin import __version__
 from nnfin.errors import ConfigError, did_you_mean, one_of
 from nnfin.finance.black_scholes import GREEKS, bs_greeks, bs_price, bs_time_value, check_option
 from nnfin.finance.heston import DEFAULT_L, DEFAULT_N, cos_memory_check, heston_cos_price
 from nnfin.finance.sampling import as_interval, check_n, check_sampler, check_seed, sample
+from nnfin.version import __version__
 
 GENERATOR_VERSION = 1
 Range = tuple[float, float]

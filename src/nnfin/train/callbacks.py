@@ -1,4 +1,4 @@
-"""Small callbacks on the one training loop.
+"""Small callbacks on the one training loop (the :class:`Callback` base lives with the loop).
 
 A callback overrides any of ``on_train_begin``, ``on_epoch_begin``, ``on_epoch_end``,
 ``on_batch_end`` and ``on_train_end`` (each receives the trainer) and, if it has state,
@@ -19,26 +19,12 @@ from typing import TYPE_CHECKING, Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from nnfin.errors import ConfigError
+from nnfin.train.loop import Callback, Trainer
 
 if TYPE_CHECKING:
     from nnfin.config import EarlyStoppingConfig
-    from nnfin.train.loop import Trainer
 
-
-class Callback:
-    """Base class: every hook does nothing."""
-
-    def on_train_begin(self, trainer: Trainer) -> None: ...
-    def on_epoch_begin(self, trainer: Trainer) -> None: ...
-    def on_epoch_end(self, trainer: Trainer, logs: dict[str, float]) -> None: ...
-    def on_batch_end(self, trainer: Trainer) -> None: ...
-    def on_train_end(self, trainer: Trainer) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+__all__ = ["Callback", "EarlyStopping", "MonitorError", "ProgressBar"]
 
 
 class ProgressBar(Callback):

@@ -34,10 +34,32 @@ from nnfin import distributed
 from nnfin.config import Config
 from nnfin.data import Data
 from nnfin.errors import ConfigError
-from nnfin.train.callbacks import Callback
 from nnfin.train.losses import make_loss, make_penalty
 from nnfin.train.optim import CLOSURE_OPTIMIZERS, build_optimizer, build_scheduler
 from nnfin.train.sampler import BatchSampler
+
+
+class Callback:
+    """Base class of the loop's callbacks: every hook does nothing (see :mod:`nnfin.train.callbacks`)."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+    def on_epoch_begin(self, trainer: Trainer) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, logs: dict[str, float]) -> None: ...
+    def on_batch_end(self, trainer: Trainer) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (the lecture's reproducibility)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 @dataclass

@@ -1,23 +1,8 @@
-"""Hyperparameter tuning: K-fold cross-validation and Optuna-driven grid/random/Bayesian search.
+"""The search: the space (:mod:`~nnfin.tune.space`), the Optuna study and its storage
+(:mod:`~nnfin.tune.search`, :mod:`~nnfin.tune.storage`), the ranking and its outputs
+(:mod:`~nnfin.tune.report`) and the search's progress bar.
 
->>> from nnfin.tune import cross_validate, tune  # doctest: +SKIP
->>> cross_validate(overrides=["train.epochs=20"], folds=3).mean  # doctest: +SKIP
+The search is run by :func:`nnfin.tune` (:mod:`nnfin.app.tune`), which also writes the run
+folder and refits the best configuration; candidates are scored by
+:func:`nnfin.train.folds.evaluate_candidates`.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["cross_validate", "tune"]
-
-
-def __getattr__(name: str) -> Any:  # lazy: loading a config imports nnfin.tune.space only
-    if name == "cross_validate":
-        from nnfin.tune.cv import cross_validate
-
-        return cross_validate
-    if name == "tune":
-        from nnfin.tune.search import tune
-
-        return tune
-    raise AttributeError(f"module 'nnfin.tune' has no attribute {name!r}")

@@ -16,6 +16,7 @@ tune/
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +27,32 @@ import tomli_w
 from nnfin.tune.space import Param, decode
 
 if TYPE_CHECKING:
-    from nnfin.tune.search import TuneResult
+    from nnfin.config import Config
+    from nnfin.runs import Run
 
 COLUMNS = ["rank", "trial", "state", "mean", "std", "folds", "time_s", "params"]
+
+
+@dataclass
+class TuneResult:
+    """What a search leaves: the study, the ranking, the best candidate and its refit."""
+
+    study: Any
+    ranking: pd.DataFrame
+    budget: int
+    metric: str
+    best_params: dict[str, Any] | None = None
+    best_value: float | None = None
+    best_config: Config | None = None
+    run: Run | None = None
+    dir: Path | None = None
+    storage: str = "memory"
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def completed(self) -> int:
+        return int((self.ranking["state"] == "COMPLETE").sum()) if len(self.ranking) else 0
 
 
 def ranking(study: Any, params: list[Param]) -> pd.DataFrame:

@@ -8,7 +8,7 @@ the run folder by default), so an interrupted search keeps its completed trials 
 command continues it; workers on many machines share a PostgreSQL study and split a fixed
 budget: exactly ``trials`` trials complete, whatever the number of workers.
 
->>> from nnfin.tune import tune
+>>> from nnfin.app.tune import tune
 >>> res = tune("search.toml", overrides=["run.dir=runs/search"])  # doctest: +SKIP
 >>> res.ranking.head(), res.best_params, res.run.metrics["test"]  # doctest: +SKIP
 """
@@ -18,51 +18,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import socket
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from nnfin import files
-from nnfin.config import Config, TuneConfig, load_config
-from nnfin.errors import ConfigError, NNFinError
-from nnfin.runs import Run, abandon_run_dir, create_run_dir
-from nnfin.tune.cv import FoldResult, Folds, evaluate_candidates, make_folds, maximize, tune_section
-from nnfin.tune.space import Param, apply_params, check_values, grid_size, grid_values, parse_space, suggest
-from nnfin.tune.storage import Gate, masked, open_storage, storage_url
+from nnfin.config import Config, TuneConfig, tune_section
+from nnfin.errors import ConfigError
+from nnfin.train.folds import FoldResult, Folds, evaluate_candidates
+from nnfin.tune.space import Param, apply_params, grid_size, grid_values, suggest
+from nnfin.tune.storage import Gate
 
 DEFAULT_TRIALS = 20  # random and bayes, when [tune] trials is not given
 MAX_BATCH = 64  # grid and random: trials asked for at once (all of them, up to this)
 BAYES_BATCH = 8  # bayes: each batch is sampled knowing the earlier ones (TPE's constant liar)
 POLL_S = 0.5  # how often a worker waiting for others' last trials looks again
-
-
-@dataclass
-class TuneResult:
-    """What a search leaves: the study, the ranking, the best candidate and its refit."""
-
-    study: Any
-    ranking: pd.DataFrame
-    budget: int
-    metric: str
-    best_params: dict[str, Any] | None = None
-    best_value: float | None = None
-    best_config: Config | None = None
-    run: Run | None = None
-    dir: Path | None = None
-    storage: str = "memory"
-    interrupted: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def completed(self) -> int:
-        return int((self.ranking["state"] == "COMPLETE").sum()) if len(self.ranking) else 0
 
 
 # -------------------------------------------------------------------------- building blocks
@@ -172,7 +144,7 @@ def trials_per_batch(tc: TuneConfig, base: Config, *, worker: bool = False) -> i
     random budget (up to 64) or 8 for bayes (8 for a worker, so workers share the budget), and
     1 where batches would not help (pruning, which judges a trial against completed ones, or
     a config the batched engine cannot take)."""
-    from nnfin.tune.batched import unsupported_reason
+    from nnfin.train.stack.batched import unsupported_reason
 
     if tc.batch_trials is not None:
         return tc.batch_trials
@@ -183,7 +155,7 @@ def trials_per_batch(tc: TuneConfig, base: Config, *, worker: bool = False) -> i
 
 class Objective:
     """Cross-validate trials: suggest values (under the gate), train every trial of a batch
-    together (:func:`~nnfin.tune.cv.evaluate_candidates`), report fold by fold, tell the study.
+    together (:func:`~nnfin.train.folds.evaluate_candidates`), report fold by fold, tell the study.
 
     Called with one trial it returns its value (raises ``TrialPruned``), like an Optuna
     objective; :meth:`run_batch` takes trials asked with ``study.ask()`` and tells them.
@@ -361,176 +333,3 @@ def _requeue(study: Any, numbers: Sequence[int], retries: int) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 RetryHeartbeatStaleTrialCallback(max_retry=retries)(study, t)
-
-
-def tune_dir(cfg: Config) -> tuple[Path, bool]:
-    """The run folder and whether it already holds a search (which is then continued)."""
-    if cfg.run.dir and (Path(cfg.run.dir) / "tune").is_dir():
-        return Path(cfg.run.dir), True
-    path, made = create_run_dir(cfg)
-    if made:
-        _MADE.add(str(path))
-    return path, False
-
-
-_MADE: set[str] = set()  # run folders this process made for a search (removed again if refused)
-
-
-def _abandon(run_dir: Path, study: Any) -> None:
-    """A search refused before any trial completed leaves no run folder behind: its own files
-    go, and the folder too if this process made it."""
-    from optuna.trial import TrialState
-
-    if study is not None and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return
-    tune = run_dir / "tune"
-    for name in ("study.db", "study.db-journal", "study.db.lock"):
-        files.remove(tune / name)
-    files.remove(tune)
-    abandon_run_dir(run_dir, str(run_dir) in _MADE)
-
-
-def _storage_and_folder(cfg: Config, *, worker: bool, write: bool
-                        ) -> tuple[Any, str | None, Path | None, bool]:
-    """``(storage, url, run_dir, continued)``; a database is opened before the run folder is
-    made, so an unreachable one leaves no folder behind."""
-    tc = tune_section(cfg)
-    if worker and tc.storage in ("sqlite", "memory"):
-        raise ConfigError(f"[tune] storage = {tc.storage!r}: a worker needs a database that every "
-                          "worker reaches; give --storage postgresql://... (or sqlite:///shared.db)")
-    local = write and not worker
-    if local and tc.storage == "sqlite":  # the study lives in the run folder
-        run_dir, continued = tune_dir(cfg)
-        url = storage_url("sqlite", run_dir)
-        return open_storage(url, heartbeat=tc.heartbeat, retries=tc.retries), url, run_dir, continued
-    url = storage_url("memory" if tc.storage == "sqlite" else tc.storage, None)
-    storage = open_storage(url, heartbeat=tc.heartbeat, retries=tc.retries)
-    run_dir, continued = tune_dir(cfg) if local else (None, False)
-    return storage, url, run_dir, continued
-
-
-# ---------------------------------------------------------------------------------- API
-
-
-def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequence[str] = (),
-         worker: bool = False, write: bool = True, progress: bool = False,
-         console: Any = None) -> TuneResult:
-    """Search ``[tune.space]`` by K-fold CV; write the ranking, ``tune/`` outputs and the refit.
-
-    With ``worker=True`` this process only runs trials of a shared study (``[tune] storage``
-    must be a database every worker reaches) and writes nothing locally. ``write=False``
-    writes nothing either (no run folder, no refit; the default SQLite storage becomes memory).
-    """
-    import optuna
-
-    cfg = load_config(config, overrides)
-    tc = tune_section(cfg)
-    params = parse_space(tc.space)
-    if not params:
-        raise ConfigError("[tune] space is empty; add candidates under [tune.space], e.g. "
-                          '"optim.lr" = {low = 1e-4, high = 1e-1, log = true}')
-    check_values(cfg, params)
-    budget = trial_budget(tc, params)
-    folds = make_folds(cfg, tc.folds, seed=tc.seed, inner_val=tc.inner_val)
-    storage, url, run_dir, continued = _storage_and_folder(cfg, worker=worker, write=write)
-    lock = files.RunLock(run_dir, "nnfin tune").acquire() if run_dir is not None else None
-    study = None
-    try:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        name = study_name(cfg, url, run_dir)
-        existing = next((s.n_trials for s in optuna.get_all_study_summaries(storage)
-                         if s.study_name == name), 0)
-        seed = secrets.randbits(31) if worker else tc.seed + existing  # fresh draws when continuing
-        study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
-                                    direction="maximize" if maximize(tc.metric) else "minimize",
-                                    sampler=make_sampler(tc, params, seed), pruner=make_pruner(tc))
-        _check_same_search(study, cfg)
-        notes = [f"study {name!r} in {masked(url) if url else 'memory'}"]
-        done, _ = counts(study)
-        if done:
-            notes.append(f"continuing: {min(done, budget)} of {budget} trials already complete")
-        if tc.strategy == "grid" and tc.trials and tc.trials > budget:
-            notes.append(f"the grid has {budget} points; trials = {tc.trials} capped to {budget}")
-
-        bar = None
-        if progress and cfg.train.progress:
-            from nnfin.tune.progress import SearchProgress
-
-            bar = SearchProgress(console, folds=folds.k, trials=budget, completed=min(done, budget))
-        gate = Gate(storage, url, name)
-        objective = Objective(load_config(cfg, ["train.progress=false"]), params, folds, tc.metric,
-                              gate, bar)
-
-        def on_trial_end(study: Any, trial: Any) -> None:
-            if bar is not None:
-                try:
-                    best = study.best_value
-                except ValueError:  # no completed trial yet
-                    best = None
-                bar.trial_done(min(counts(study)[0], budget), best)
-
-        interrupted = False
-        per_batch = trials_per_batch(tc, cfg, worker=worker)
-        if per_batch > 1:
-            notes.append(f"up to {per_batch} trials at a time, cross-validated together")
-        try:
-            run_trials(study, objective, budget, gate, on_trial_end=on_trial_end, per_batch=per_batch)
-        except KeyboardInterrupt:
-            interrupted = True
-            _requeue(study, objective.current, tc.retries)
-        finally:
-            gate.release()
-            if bar is not None:
-                bar.stop()
-
-        from nnfin.tune.report import ranking, write_outputs
-
-        shown = objective.batches if len(objective.batches) <= 4 else \
-            [*objective.batches[:2], f"... {len(objective.batches) - 3} more batches ...",
-             objective.batches[-1]]
-        notes.extend(shown)
-
-        result = TuneResult(study, ranking(study, params), budget, tc.metric, dir=run_dir,
-                            storage=masked(url) if url else "memory", interrupted=interrupted, notes=notes)
-        if continued and not interrupted:
-            notes.append(f"run folder {str(run_dir)!r} continued")
-        if result.completed:
-            result.best_params = dict(result.ranking.iloc[0]["params"])
-            result.best_value = float(result.ranking.iloc[0]["mean"])
-            result.best_config = refit_config(apply_params(cfg, result.best_params), run_dir)
-        if run_dir is not None:
-            write_outputs(run_dir, study, result, plots=cfg.run.plots)
-            if result.best_config is not None and tc.refit and not interrupted:
-                result.run = refit(result.best_config, run_dir, progress=progress, console=console)
-        return result
-    except NNFinError:
-        if lock is not None and not continued:
-            lock.release()
-            lock = None
-            _abandon(run_dir, study)
-        raise
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def refit_config(best: Config, run_dir: Path | None) -> Config:
-    """The best candidate as trained on the whole training part: without early stopping the
-    validation rows join the training rows (the test rows stay the same: the split is seeded)."""
-    raw = best.to_dict()
-    if not best.early_stopping.enabled:
-        train, val, test = best.data.split
-        raw["data"]["split"] = [train + val, 0.0, test]
-    raw["run"]["dir"] = str(run_dir) if run_dir is not None else None
-    raw["run"] = {k: v for k, v in raw["run"].items() if v is not None}
-    return load_config(raw)
-
-
-def refit(cfg: Config, run_dir: Path, *, progress: bool = False, console: Any = None) -> Run:
-    """Train ``cfg`` once into ``run_dir`` (as ``nnfin fit`` does) and test it once."""
-    from nnfin.api import build_trainer, finish_run
-
-    trainer, _ = build_trainer(cfg, run_dir=run_dir, progress=progress, console=console)
-    trainer.fit()
-    return finish_run(trainer, run_dir)

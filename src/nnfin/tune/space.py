@@ -26,148 +26,22 @@ without the other take it from ``model.neurons`` of the base config. Tables may 
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
-from nnfin.config import Config, load_config
-from nnfin.errors import ConfigError, did_you_mean
+from nnfin.config import Config, load_config, tunable_keys
+from nnfin.errors import ConfigError
+from nnfin.searchspace import EXPANDED, FIXED_SECTIONS, Categorical, Param, Range, encode
+from nnfin.searchspace import parse_space as _parse_space
 
-FIXED_SECTIONS = ("data", "run", "tune")  # not tunable: the folds and the output are fixed
-EXPANDED = ("model.width", "model.layers")  # -> model.neurons = [width] * layers
-RANGE_KEYS = {"low", "high", "log", "step"}
-
-
-@dataclass(frozen=True)
-class Categorical:
-    """One of ``choices``; lists and tables are stored as JSON strings (Optuna needs scalars)."""
-
-    name: str
-    choices: tuple[Any, ...]
-
-    @property
-    def encoded(self) -> tuple[Any, ...]:
-        return tuple(_encode(c) for c in self.choices)
-
-    def decode(self, value: Any) -> Any:
-        return json.loads(value) if any(isinstance(c, (list, dict)) for c in self.choices) else value
-
-
-@dataclass(frozen=True)
-class Range:
-    """``low <= value <= high``: integers (``step``) or floats (``log`` and/or ``step``)."""
-
-    name: str
-    low: float
-    high: float
-    integer: bool
-    log: bool = False
-    step: float | None = None
-
-    def decode(self, value: Any) -> Any:
-        return int(value) if self.integer else float(value)
-
-
-Param = Categorical | Range
-
-
-def _encode(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
-
-
-# ------------------------------------------------------------------------------- parsing
-
-
-def tunable_keys() -> dict[str, str]:
-    """``{"optim.lr": "float", "model.neurons": "other", ...}``: keys a search may vary."""
-    keys: dict[str, str] = {}
-    for section, field in Config.model_fields.items():
-        if section in FIXED_SECTIONS:
-            continue
-        model = field.annotation
-        for key, sub in model.model_fields.items():  # type: ignore[union-attr]
-            ann = str(sub.annotation)
-            kind = "int" if sub.annotation is int or ann == "int | None" else \
-                "float" if sub.annotation is float or ann == "float | None" else "other"
-            keys[f"{section}.{key}"] = kind
-    keys.update({"model.width": "int", "model.layers": "int"})
-    return keys
-
-
-def _flatten(space: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in space.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value and not set(value) & RANGE_KEYS and "." not in name:
-            out.update(_flatten(value, name + "."))  # [tune.space.optim] lr = ... is "optim.lr"
-        else:
-            out[name] = value
-    return out
+__all__ = ["EXPANDED", "FIXED_SECTIONS", "Categorical", "Param", "Range", "apply_params", "check_values",
+           "decode", "grid_size", "grid_values", "parse_space", "suggest", "tunable_keys"]
 
 
 def parse_space(space: dict[str, Any]) -> list[Param]:
-    """Check the shape of every entry and the names; raise ``ValueError`` naming the entry."""
-    if not isinstance(space, dict):
-        raise ValueError(f"space = {space!r} must be a table of dotted keys")
-    keys = tunable_keys()
-    params: list[Param] = []
-    for name, value in _flatten(space).items():
-        where = f"space {name!r} = {value!r}"
-        section = name.split(".")[0]
-        if section in FIXED_SECTIONS:
-            raise ValueError(f"space {name!r}: [{section}] cannot be tuned (the folds and the output "
-                             "stay fixed); tune model, optim, penalty, train or early_stopping keys")
-        if name not in keys:
-            raise ValueError(f"space {name!r} is not a config key{did_you_mean(name, keys)}")
-        params.append(_parse_entry(name, value, keys[name], where))
-    names = {p.name for p in params}
-    if "model.neurons" in names and names & set(EXPANDED):
-        raise ValueError("space: give either 'model.neurons' or 'model.width'/'model.layers', not both")
-    return params
+    """The parameters of a ``[tune.space]`` table, checked against the config's keys."""
+    return _parse_space(space, tunable_keys())
 
-
-def _parse_entry(name: str, value: Any, kind: str, where: str) -> Param:
-    if isinstance(value, list):
-        if not value:
-            raise ValueError(f"{where}: an empty list has nothing to try; give at least one value")
-        seen = [_encode(v) for v in value]
-        if len(set(map(repr, seen))) != len(seen):
-            raise ValueError(f"{where}: the list repeats a value")
-        return Categorical(name, tuple(value))
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: give a list of values or a range {{low = ..., high = ...}}")
-    unknown = sorted(set(value) - RANGE_KEYS)
-    if unknown:
-        raise ValueError(f"{where}: unknown range key {unknown[0]!r}"
-                         f"{did_you_mean(unknown[0], sorted(RANGE_KEYS))} (allowed: low, high, log, step)")
-    if "low" not in value or "high" not in value:
-        raise ValueError(f"{where}: a range needs both low and high")
-    if kind == "other":
-        raise ValueError(f"{where}: {name!r} is not numeric; give a list of values")
-    low, high, log, step = value["low"], value["high"], value.get("log", False), value.get("step")
-    for key, v in (("low", low), ("high", high), ("step", step)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-            raise ValueError(f"{where}: {key} = {v!r} must be a finite number")
-    if not isinstance(log, bool):
-        raise ValueError(f"{where}: log = {log!r} must be true or false")
-    if not low < high:
-        raise ValueError(f"{where}: low = {low!r} must be below high = {high!r}")
-    if log and low <= 0:
-        raise ValueError(f"{where}: a log range needs low > 0, got low = {low!r}")
-    integer = kind == "int"
-    if integer:
-        if not (float(low).is_integer() and float(high).is_integer()):
-            raise ValueError(f"{where}: {name!r} is an integer; low and high must be integers")
-        step = 1 if step is None else step
-        if not float(step).is_integer() or step < 1:
-            raise ValueError(f"{where}: step = {step!r} must be an integer >= 1")
-    if step is not None and (step <= 0 or (log and not integer)):
-        raise ValueError(f"{where}: step = {step!r} must be > 0 and cannot be combined with log")
-    if integer and log and step != 1:
-        raise ValueError(f"{where}: an integer log range takes no step")
-    return Range(name, int(low) if integer else float(low), int(high) if integer else float(high),
-                 integer, log, None if step is None else (int(step) if integer else float(step)))
 
 
 # ------------------------------------------------------------------------ using a space
@@ -233,7 +107,7 @@ def check_values(base: Config, params: list[Param]) -> None:
         values = list(p.choices) if isinstance(p, Categorical) else [p.low, p.high]
         for v in values:
             try:
-                apply_params(base, {p.name: p.decode(_encode(v)) if isinstance(p, Categorical) else v})
+                apply_params(base, {p.name: p.decode(encode(v)) if isinstance(p, Categorical) else v})
             except ConfigError as exc:
                 inner = str(exc).split("which the config refuses: ", 1)[-1]
                 raise ConfigError(f"[tune] space {p.name!r}: the value {v!r} is refused: {inner}") from None

@@ -8,7 +8,7 @@ fastai's ``steep``); the lr of the minimum divided by 10 (fastai's ``minimum``) 
 As fastai does, the first 10% of the steps and the last 5 are left out of the suggestions.
 The model and optimizer passed in are left untouched: the test trains deep copies.
 
->>> import nnfin.lr_find as lf
+>>> import nnfin.app.lr_find as lf
 >>> res = lf.lr_find(overrides=["data.n=256"], write=False)  # doctest: +SKIP
 >>> f"--set optim.lr={res.suggestion:.2g}"  # doctest: +SKIP
 """
@@ -179,7 +179,7 @@ def lr_find(config: Config | dict | str | Path | None = None, *, overrides: Sequ
     beside it; an existing plot or CSV is refused (before the test runs) unless ``force``.
     """
     from nnfin import files
-    from nnfin.api import build_trainer
+    from nnfin.app.fit import build_trainer
 
     cfg = load_config(config, [*overrides, "train.progress=false"])
     if cfg.optim.name == "lbfgs":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nnfin import files
-from nnfin.api import build_trainer, finish_run
+from nnfin.app.fit import build_trainer, finish_run
 from nnfin.config import Config, load_config, validate
 from nnfin.errors import ConfigError, DataError, FileFormatError
 from nnfin.runs import Run

@@ -2,7 +2,7 @@
 
 A model-selection sweep trains many small networks (12 configs x 5 folds = 60 trainings of a
 1-w-w-1 net, say), each using a sliver of the machine per step. :func:`train_batched` stacks
-them (see :mod:`nnfin.tune.engine`) and runs one batched forward/backward per mini-batch for
+them (see :mod:`nnfin.train.stack.engine`) and runs one batched forward/backward per mini-batch for
 each group of compatible candidates. Each (candidate, fold) pair trains exactly as nnfin's
 single-model loop would on that fold: same initial weights (``torch.manual_seed(train.seed)``
 then ``build_model``), same batch order (``BatchSampler`` seeded with ``train.seed``), scaling
@@ -36,9 +36,9 @@ from nnfin.config import Config, load_config, validate
 from nnfin.data import Data, Standardizer, data_from_indices
 from nnfin.device import resolve_device
 from nnfin.models import build_model
-from nnfin.tune.engine import Job, JobResult, train_group
-from nnfin.tune.plan import Plan, PlanGroup
-from nnfin.tune.plan import plan_groups as _plan
+from nnfin.train.stack.engine import Job, JobResult, train_group
+from nnfin.train.stack.plan import Plan, PlanGroup
+from nnfin.train.stack.plan import plan_groups as _plan
 
 __all__ = ["BatchedRun", "Plan", "PlanGroup", "plan_groups", "train_batched", "unsupported_reason"]
 
@@ -52,7 +52,7 @@ def plan_groups(candidates: Sequence[Candidate], *, n_folds: int = 1, n_train: i
 
     ``plan.groups`` lists each stack's members ``(candidate, fold)``, widths and estimated
     bytes; ``plan.unsupported`` the candidates to train one by one, with the reason; and
-    ``plan.describe()`` says it in a few lines (also logged to ``nnfin.tune.batched``).
+    ``plan.describe()`` says it in a few lines (also logged to ``nnfin.train.stack.batched``).
 
     >>> cands = [load_config(None, [f"model.neurons=[{w},{w}]"]) for w in (6, 32)]
     >>> plan = plan_groups(cands + [load_config(None, ["optim.name=lbfgs"])], n_folds=5)

@@ -8,15 +8,25 @@ fitted on the fold's training rows only. With early stopping on, a seeded share
 held-out fold.
 
 :func:`evaluate_candidates` scores a list of configurations on the same folds; it is the one
-place a search calls, so an engine that trains many candidates at once can take its place.
+place ``nnfin cv`` and a search call. Every candidate the stacked engine supports trains with
+all its folds - and with the other candidates - in stacks (:func:`train_folds`, through
+:mod:`nnfin.train.stack`); the others fold by fold through the :class:`~nnfin.train.loop.Trainer`
+(:func:`run_fold`). Each (candidate, fold) pair is built the same way on both paths (the fold's
+rows, scaling fitted on the rows it trains on, ``seed_everything(train.seed)`` then the model,
+the same batch order) and scored by :func:`score_fold`, so a :class:`FoldResult` is the same
+either way. A stacked group trains all its members to the end before any fold is reported, so
+a pruner sees a stacked candidate's folds only afterwards.
 
->>> import nnfin
->>> res = nnfin.cv(overrides=["train.epochs=20", "data.n=300"], folds=3, write=False)  # doctest: +SKIP
->>> f"{res.mean:.2e} ± {res.std:.1e}", len(res.folds)  # doctest: +SKIP
+>>> from nnfin.config import load_config
+>>> cfg = load_config(None, ["train.epochs=2", "data.n=200", "train.progress=false"])
+>>> [r.mean > 0 for r in evaluate_candidates([cfg], make_folds(cfg, 3))]
+[True]
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -28,11 +38,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nnfin import files
-from nnfin.config import Config, TuneConfig, load_config
-from nnfin.data import _split_indices, data_from_indices
+from nnfin.config import Config, tune_section
+from nnfin.data import Data, _split_indices, data_from_indices
 from nnfin.data.derivatives import derivative_feature_index, load_all
-from nnfin.errors import ConfigError, DataError, NNFinError
+from nnfin.errors import ConfigError, DataError
+from nnfin.train.stack.plan import Plan, plan_groups
 
 METRIC_KEYS = {"val_mse": "mse", "val_rmse": "rmse", "val_mae": "mae", "val_r2": "r2",
                "val_max_abs_error": "max_abs_error", "val_loss": "loss"}
@@ -211,11 +221,10 @@ def _number(value: float) -> float | None:
 
 def run_fold(cfg: Config, folds: Folds, i: int, *, callbacks: Sequence[Any] = ()) -> FoldResult:
     """Train ``cfg`` on fold ``i``'s training rows and score it on its held-out rows."""
-    from nnfin.api import seed_everything
     from nnfin.device import resolve_device
     from nnfin.models import build_model
     from nnfin.train.callbacks import EarlyStopping
-    from nnfin.train.loop import Trainer
+    from nnfin.train.loop import Trainer, seed_everything
 
     train, held, fit, inner = folds.splits[i]
     es = cfg.early_stopping
@@ -283,12 +292,11 @@ def evaluate_candidates(cfgs: Sequence[Config], folds: Folds, *, metric: str = "
 
     With ``batched`` (default: each config's ``[tune] batched``, on) every candidate the
     batched engine supports trains with all its folds - and with the other candidates - in
-    stacks (:mod:`nnfin.tune.cv_batched`, at most ``max_bytes`` each); its folds are reported
+    stacks (:mod:`nnfin.train.folds`, at most ``max_bytes`` each); its folds are reported
     to ``on_fold`` once its group is done, so pruning cannot stop a batched group early. The
     others train one by one with the Trainer. ``CVResult.engine`` says which path each took.
     """
-    from nnfin.tune.batched import unsupported_reason
-    from nnfin.tune.cv_batched import train_folds
+    from nnfin.train.stack.batched import unsupported_reason
 
     notes: dict[int, str] = {}
     stacked: list[int] = []
@@ -322,64 +330,110 @@ def evaluate_candidates(cfgs: Sequence[Config], folds: Folds, *, metric: str = "
     return results
 
 
-# ---------------------------------------------------------------------------------- API
+# ------------------------------------------------------------ folds trained as stacks
+
+log = logging.getLogger("nnfin.train.folds")
 
 
-def tune_section(cfg: Config) -> TuneConfig:
-    return cfg.tune if cfg.tune is not None else TuneConfig()
+@dataclass
+class BatchedFolds:
+    """Fold results per batched candidate (index into the candidates given), and the plan."""
+
+    folds: dict[int, list] = field(default_factory=dict)  # candidate -> [FoldResult per fold]
+    plan: Plan | None = None
+    n_models: int = 0
+    seconds: float = 0.0
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.plan.groups) if self.plan is not None else 0
+
+    def describe(self) -> str:
+        """E.g. ``batched: 60 models in 2 groups (40 x [16, 16] ~2.5 MiB, 20 x [32, 32] ~2.7 MiB;
+        budget 2048 MiB each)``."""
+        s = "" if self.n_groups == 1 else "s"
+        text = f"batched: {self.n_models} models in {self.n_groups} group{s}"
+        if self.plan is not None and self.plan.groups and self.n_groups <= 6:
+            parts = ", ".join(f"{len(g.members)} x {g.widths} ~{g.bytes / 2**20:.1f} MiB"
+                              for g in self.plan.groups)
+            text += f" ({parts}; budget {self.plan.max_bytes / 2**20:.0f} MiB each)"
+        return text
 
 
-def cross_validate(config: Config | dict | str | Path | None = None, *, folds: int | None = None,
-                   overrides: Sequence[str] = (), write: bool = True, progress: bool = False,
-                   console: Any = None) -> CVResult:
-    """K-fold cross-validation of one configuration (``nnfin cv``); writes ``cv.csv`` and
-    ``cv.json`` into a new run folder unless ``write=False``.
+def fold_data(cfg: Config, folds, i: int) -> tuple[Data, np.ndarray]:
+    """Fold ``i``'s data for ``cfg`` as :func:`~nnfin.train.folds.run_fold` builds it: ``(data,
+    rows it trains on)``; validation = the inner split only with early stopping on."""
+    from nnfin.device import resolve_device
 
-    ``folds`` overrides ``[tune] folds``; the metric, seed and inner validation share come
-    from ``[tune]`` too.
-    """
-    extra = [f"tune.folds={folds}"] if folds is not None else []
-    cfg = load_config(config, [*overrides, *extra])
-    tc = tune_section(cfg)
-    plan = make_folds(cfg, tc.folds, seed=tc.seed, inner_val=tc.inner_val)
-    bar = None
-    if progress and cfg.train.progress:
-        from nnfin.tune.progress import SearchProgress
+    train, held, fit, inner = folds.splits[i]
+    if not cfg.early_stopping.enabled:
+        fit, inner = train, inner[:0]
+    device = resolve_device(cfg.train.device, cfg.train.dtype)
+    data = data_from_indices(folds.x, folds.y, fit, inner, held, features=folds.features,
+                                targets=folds.targets, scale=cfg.data.scale, device=device,
+                                dtype=cfg.train.dtype, dydx=folds.dydx, dydx_index=folds.dydx_index)
+    return data, fit
 
-        bar = SearchProgress(console, folds=plan.k)
-    run_dir, made, lock = None, False, None
-    if write:
-        from nnfin.runs import abandon_run_dir, create_run_dir
 
-        run_dir, made = create_run_dir(cfg)
-        lock = files.RunLock(run_dir, "nnfin cv").acquire()
+def initial_model(cfg: Config, in_dim: int, out_dim: int) -> torch.nn.Module:
+    """The network every fold of ``cfg`` starts from, seeded as ``run_fold`` seeds it."""
+    from nnfin.models import build_model
+    from nnfin.train.loop import seed_everything
+
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg.model, in_dim=in_dim, out_dim=out_dim)
+    return model.to(dtype=getattr(torch, cfg.train.dtype))
+
+
+def train_folds(cfgs: Sequence[Config], folds, *, max_bytes: int | None = None) -> BatchedFolds:
+    """Train every fold of every config in ``cfgs`` (all supported by the engine) in stacks and
+    score each on its held-out fold; ``max_bytes`` caps one stack's memory (default 2 GiB)."""
+    from nnfin.train.stack.engine import Job, train_group
+
+    out = BatchedFolds()
+    if not cfgs:
+        return out
     started = time.perf_counter()
-    try:
-        if run_dir is not None:
-            files.write_text(run_dir / "config.toml", cfg.to_toml())
-        (res,) = evaluate_candidates(
-            [cfg], plan, metric=tc.metric,
-            fold_callbacks=(lambda c, i: [bar.epoch_callback(i)]) if bar else None)
-        if bar is not None:
-            bar.progress.update(bar.fold_task, completed=plan.k)
-    except NNFinError:
-        if lock is not None:  # a refused config leaves no run folder behind
-            lock.release()
-            abandon_run_dir(run_dir, made)
-        raise
-    finally:
-        if bar is not None:
-            bar.stop()
-    res.dir = run_dir
-    if progress and console is not None:
-        console.print(res.engine_note)
-    if run_dir is not None:
-        from nnfin.runs import write_json
+    k = folds.k
+    n_fit = max(len(s[0]) for s in folds.splits)
+    n_inner = max(len(s[3]) for s in folds.splits)
+    any_es = any(c.early_stopping.enabled for c in cfgs)
+    in_dim, out_dim = folds.x.shape[1], folds.y.shape[1]
+    plan = plan_groups(list(cfgs), n_folds=k, n_train=n_fit, n_val=n_inner if any_es else 0,
+                       in_dim=in_dim, out_dim=out_dim, max_bytes=max_bytes)
+    cache: dict[tuple, tuple[Data, np.ndarray]] = {}
+    models: dict[int, torch.nn.Module] = {}
+    scorers: dict[int, torch.nn.Module] = {}
 
-        try:
-            files.write_frame(run_dir / "cv.csv", res.table())
-            write_json(run_dir / "cv.json", {**res.summary(), "wall_s": time.perf_counter() - started,
-                                             "per_fold": res.table().to_dict(orient="records")})
-        finally:
-            lock.release()
-    return res
+    def data_for(c: int, i: int) -> tuple[Data, np.ndarray]:
+        cfg = cfgs[c]
+        key = (i, cfg.early_stopping.enabled, cfg.data.scale, cfg.train.device, cfg.train.dtype)
+        if key not in cache:
+            cache[key] = fold_data(cfg, folds, i)
+        return cache[key]
+
+    results: dict[int, list] = {c: [None] * k for c in range(len(cfgs))}
+    for group in plan.groups:
+        tick = time.perf_counter()
+        jobs = []
+        for c, i in group.members:
+            data = data_for(c, i)[0]
+            if c not in models:
+                models[c] = initial_model(cfgs[c], data.in_dim, data.out_dim)
+            jobs.append(Job(cfgs[c], data, models[c]))
+        trained = train_group(jobs, return_weights=True)
+        share = (time.perf_counter() - tick) / len(jobs)
+        for (c, i), job, res in zip(group.members, jobs, trained, strict=True):
+            if c not in scorers:  # one model per candidate to score its folds with
+                scorers[c] = copy.deepcopy(models[c]).to(device=job.data.x_train.device)
+            model = scorers[c]
+            model.load_state_dict(res.state_dict)
+            fit = data_for(c, i)[1]
+            results[c][i] = score_fold(cfgs[c], folds, i, job.data, model, status=res.status,
+                                       epochs=res.epochs, time_s=share, n_train=len(fit),
+                                       restored_epoch=res.restored_epoch)
+        out.n_models += len(jobs)
+    out.folds, out.plan = results, plan
+    out.seconds = time.perf_counter() - started
+    log.info("%s (%.2f s)", out.describe(), out.seconds)
+    return out

@@ -1,7 +1,7 @@
 """Split candidates x folds into stacks for the batched engine, within a memory budget.
 
 Networks of one stack share activation, depth, optimizer family (gd/sgd, adam/adamw,
-rmsprop), loss, sampling, batch size, dtype and device (:func:`nnfin.tune.engine.group_key`).
+rmsprop), loss, sampling, batch size, dtype and device (:func:`nnfin.train.stack.engine.group_key`).
 Inside such a key, networks of different widths can share a stack, padded to the widest:
 ``pad_widths = "auto"`` merges width buckets (narrowest first) only while a rough step-cost
 model says one padded stack is cheaper than separate ones, ``True`` always pads, ``False``
@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from nnfin.config import Config
-from nnfin.tune.engine import group_key
-from nnfin.tune.optimizers import family
+from nnfin.train.stack.engine import group_key
+from nnfin.train.stack.optimizers import family
 
-log = logging.getLogger("nnfin.tune.batched")
+log = logging.getLogger("nnfin.train.stack.batched")
 DEFAULT_MAX_BYTES = 2 * 1024**3  # per stack: parameters, optimizer state, activations, data
 KEY_FIELDS = ("activation", "depth", "optimizer", "loss", "huber_delta", "sampling",
               "batch_size", "dtype", "device")

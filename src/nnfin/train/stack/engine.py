@@ -40,7 +40,7 @@ from nnfin.data import Data
 from nnfin.errors import ConfigError
 from nnfin.train.callbacks import EarlyStopping
 from nnfin.train.sampler import BatchSampler
-from nnfin.tune.functional import (
+from nnfin.train.stack.functional import (
     StackLayout,
     StepBuffers,
     add_penalty_,
@@ -49,7 +49,7 @@ from nnfin.tune.functional import (
     forward_step,
     step_losses,
 )
-from nnfin.tune.optimizers import StackedOptimizer, family
+from nnfin.train.stack.optimizers import StackedOptimizer, family
 
 
 @dataclass
@@ -105,7 +105,7 @@ def group_key(cfg: Config) -> tuple:
 def train_group(jobs: list[Job], *, return_weights: bool = False) -> list[JobResult]:
     """Train compatible ``jobs`` together; one :class:`JobResult` per job, in order."""
     # networks with the same optimizer hyperparameters side by side: one block of rows each,
-    # which the optimizer updates as one tensor (see nnfin.tune.optimizers)
+    # which the optimizer updates as one tensor (see nnfin.train.stack.optimizers)
     order = sorted(range(len(jobs)), key=lambda i: _optim_key(jobs[i].cfg))
     results = _Stack([jobs[i] for i in order]).run(return_weights=return_weights)
     out: list[JobResult] = [results[0]] * len(jobs)

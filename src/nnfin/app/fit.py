@@ -7,12 +7,10 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -28,13 +26,7 @@ from nnfin.models import Polynomial, build_model
 from nnfin.models.polynomial import least_squares
 from nnfin.runs import Run, abandon_run_dir, create_run_dir, write_json
 from nnfin.train.callbacks import Callback, EarlyStopping, ProgressBar
-from nnfin.train.loop import Trainer
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+from nnfin.train.loop import Trainer, seed_everything
 
 
 def fit(config: Config | dict | str | Path | None = None, *, overrides: Sequence[str] = (),
@@ -158,7 +150,7 @@ def finish_run(trainer: Trainer, run_dir: Path | None) -> Run:
     if run_dir is not None:
         write_run(run, trainer)
         if state.status in ("finished", "early-stopped") and cfg.data.kind in FINANCE_KINDS:
-            from nnfin.finance.report import write_report  # report/: metrics.csv, plots
+            from nnfin.app.report import write_report  # report/: metrics.csv, plots
 
             write_report(run, trainer)
     return run
