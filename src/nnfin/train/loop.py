@@ -33,7 +33,7 @@ from torch import nn
 from nnfin import distributed
 from nnfin.config import Config
 from nnfin.data import Data
-from nnfin.errors import ConfigError
+from nnfin.train import rules
 from nnfin.train.losses import make_loss, make_penalty
 from nnfin.train.optim import CLOSURE_OPTIMIZERS, build_optimizer, build_scheduler
 from nnfin.train.sampler import BatchSampler
@@ -85,19 +85,13 @@ class Trainer:
         tc = cfg.train
         self.x_train, self.y_train = data.split("train")
         n_train = self.x_train.shape[0]
-        if tc.sampling != "full" and tc.batch_size > n_train:
-            raise ConfigError(
-                f"[train] batch_size = {tc.batch_size} is larger than the {n_train} training rows"
-                " (lower it, or use sampling = 'full')"
-            )
+        rules.check_batch_size(tc.batch_size, tc.sampling, n_train)
         self._all_rows = torch.arange(n_train, device=self.device)
         self.sampler = BatchSampler(n_train, tc.batch_size, tc.sampling, seed=tc.seed,
                                     device=self.device)
         spe = self.sampler.steps_per_epoch
-        if tc.iterations is not None:
-            self.max_steps, self.max_epochs = tc.iterations, math.ceil(tc.iterations / spe)
-        else:
-            self.max_steps, self.max_epochs = tc.epochs * spe, tc.epochs
+        self.max_epochs, self.max_steps = rules.budget(epochs=tc.epochs, iterations=tc.iterations,
+                                                       steps_per_epoch=spe)
         self.optimizer = build_optimizer(cfg.optim, model.parameters())
         self.scheduler, self.schedule_on = build_scheduler(
             cfg.optim, self.optimizer, epochs=self.max_epochs, steps_per_epoch=spe)
@@ -261,9 +255,7 @@ class Trainer:
         bad = int(torch.nonzero(~torch.isfinite(losses))[0])
         step = self.state.step - len(losses) + bad + 1
         value = float(losses[bad])
-        self.stop(
-            f"loss became {value} at epoch {self.state.epoch + 1}, step {step} "
-            f"(lr = {self.lr:g}); training stopped - try a smaller [optim] lr", "diverged")
+        self.stop(rules.divergence(value, self.state.epoch + 1, step, self.lr), "diverged")
 
     @torch.no_grad()
     def evaluate(self, split: str) -> float:

@@ -37,7 +37,7 @@ from torch import nn
 
 from nnfin.config import Config
 from nnfin.data import Data
-from nnfin.errors import ConfigError
+from nnfin.train import rules
 from nnfin.train.callbacks import EarlyStopping
 from nnfin.train.sampler import BatchSampler
 from nnfin.train.stack.functional import (
@@ -157,18 +157,17 @@ class _Stack:
         shared: dict[tuple[int, int], BatchSampler] = {}
         for job in jobs:
             n = job.data.scaled["x_train"].shape[0]
-            if tc.sampling != "full" and tc.batch_size > n:
-                raise ConfigError(f"[train] batch_size = {tc.batch_size} is larger than the {n} "
-                                  "training rows (lower it, or use sampling = 'full')")
+            rules.check_batch_size(tc.batch_size, tc.sampling, n)
             seed = job.cfg.train.seed if job.seed is None else job.seed
             # networks with the same seed and row count draw the same batch order: one sampler
             # (one generator, advanced once per epoch) serves them all, as each would its own
             sampler = shared.setdefault((seed, n), BatchSampler(n, tc.batch_size, tc.sampling,
                                                                 seed=seed, device=self.device))
             spe = sampler.steps_per_epoch
-            it, ep = job.cfg.train.iterations, job.cfg.train.epochs
-            self.max_steps.append(it if it is not None else ep * spe)
-            self.max_epochs.append(math.ceil(it / spe) if it is not None else ep)
+            max_epochs, max_steps = rules.budget(epochs=job.cfg.train.epochs,
+                                                 iterations=job.cfg.train.iterations, steps_per_epoch=spe)
+            self.max_steps.append(max_steps)
+            self.max_epochs.append(max_epochs)
             self.samplers.append(sampler)
         self.batch = max(s.batch_size for s in self.samplers)  # B: columns of a step's batch
         self._buffers()
@@ -376,10 +375,8 @@ class _Stack:
                 mine = host[mask[:, r], r]
                 bad = int(torch.nonzero(~torch.isfinite(mine))[0])
                 step = int(self.steps[r]) - mine.numel() + bad + 1
-                done.append((r, "diverged",
-                             f"loss became {float(mine[bad])} at epoch {self.epoch}, step {step} "
-                             f"(lr = {job.cfg.optim.lr:g}); training stopped - try a smaller "
-                             "[optim] lr"))
+                done.append((r, "diverged", rules.divergence(float(mine[bad]), self.epoch, step,
+                                                             job.cfg.optim.lr)))
                 continue
             logs = {"epoch": self.epoch, "step": int(self.steps[r]), "train_loss": train[r],
                     "lr": float(job.cfg.optim.lr)}
