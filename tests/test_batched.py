@@ -396,7 +396,7 @@ def test_train_batched_matches_per_fold_single_runs_and_plans_within_budget():
 
 @pytest.mark.parametrize("override,fragment", [
     ("optim.name=lbfgs", "lbfgs"), ("model.kind=polynomial", "polynomial"),
-    ("optim.schedule=cosine", "schedule"), ("early_stopping.monitor=time", "monitor")])
+    ("train.distributed=true", "distributed"), ("early_stopping.monitor=time", "monitor")])
 def test_unsupported_configs_say_why(override, fragment):
     cfg = config(override, "early_stopping.enabled=true")
     assert fragment in unsupported_reason(cfg)

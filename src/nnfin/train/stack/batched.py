@@ -71,14 +71,10 @@ def unsupported_reason(cfg: Config) -> str | None:
         return "model.kind = 'polynomial': the batched engine stacks networks (mlp, mlp-low)"
     if cfg.optim.name == "lbfgs":
         return "optim.name = 'lbfgs': its line search needs a closure per network"
-    if cfg.optim.schedule != "none":
-        return f"optim.schedule = {cfg.optim.schedule!r}: only schedule = 'none' is batched"
     if cfg.optim.name == "sgd" and cfg.optim.nesterov and cfg.optim.momentum == 0:
         return "optim.nesterov = true needs optim.momentum > 0 (torch.optim.SGD refuses it)"
     if getattr(cfg.train, "distributed", False):
         return "train.distributed = true: a batched stack trains in one process"
-    if cfg.data.derivatives:
-        return "[data] derivatives: differential training is not batched"
     es = cfg.early_stopping
     if es.enabled and es.monitor not in ("val_loss", "train_loss"):
         return f"early_stopping.monitor = {es.monitor!r}: only val_loss or train_loss is batched"

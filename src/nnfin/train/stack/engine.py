@@ -46,10 +46,12 @@ from nnfin.train.stack.functional import (
     add_penalty_,
     backward_step,
     errors_grad,
+    forward_autograd,
     forward_step,
     step_losses,
 )
 from nnfin.train.stack.optimizers import StackedOptimizer, family
+from nnfin.train.stack.schedules import StackSchedules
 
 
 @dataclass
@@ -99,7 +101,7 @@ def group_key(cfg: Config) -> tuple:
     return (cfg.model.activation, len(cfg.model.neurons), family(cfg.optim.name),
             cfg.train.loss, cfg.train.huber_delta if cfg.train.loss == "huber" else None,
             cfg.train.sampling, cfg.train.batch_size if cfg.train.sampling != "full" else None,
-            cfg.train.dtype, cfg.train.device)
+            cfg.train.dtype, cfg.train.device, bool(cfg.data.derivatives))
 
 
 def train_group(jobs: list[Job], *, return_weights: bool = False) -> list[JobResult]:
@@ -116,7 +118,10 @@ def train_group(jobs: list[Job], *, return_weights: bool = False) -> list[JobRes
 
 def _optim_key(cfg: Config) -> tuple:
     o = cfg.optim
-    return (o.name, tuple(o.betas), o.eps, o.lr, o.weight_decay, o.momentum, o.nesterov)
+    # networks on one schedule for as many epochs side by side too: their rates stay equal
+    return (o.name, tuple(o.betas), o.eps, o.lr, o.weight_decay, o.momentum, o.nesterov,
+            o.schedule, o.step_size, o.gamma, o.min_lr, o.max_lr or 0.0, o.factor, o.patience,
+            cfg.train.epochs, cfg.train.iterations or 0)
 
 
 class _Stack:
@@ -174,6 +179,9 @@ class _Stack:
         self.steps = np.zeros(m, dtype=np.int64)
         self.max_steps_a = np.array(self.max_steps)
         self.stoppers = [_stopper(j.cfg) for j in jobs]
+        self.schedules = StackSchedules(
+            [j.cfg.optim for j in jobs], max_epochs=self.max_epochs,
+            steps_per_epoch=[s.steps_per_epoch for s in self.samplers], family=self.opt.family)
         self.best = self.theta.clone() if any(s is not None and s.restore_best
                                               for s in self.stoppers) else None
         self.rows = list(range(m))  # job index of each row of the stack
@@ -210,6 +218,24 @@ class _Stack:
         x, y, x_val, y_val = (torch.cat(parts[k]) for k in parts)  # (N_all, in/out)
         # feature-major (features, N_all): a batch is one 1-D gather per feature (StepBuffers)
         self.x, self.y = x.t().contiguous(), y.t().contiguous()
+        # differential training: the scaled dy/dx targets (k, N_all) of inputs ``d_index``
+        with_d = [d.dydx.get("train") is not None for d in datas.values()]
+        self.differential = all(with_d)
+        if any(with_d) and not self.differential:
+            raise ValueError("jobs of one group need derivative targets for all or none")
+        self.d: torch.Tensor | None = None
+        self.d_index: list[int] = []
+        self.d_weight: torch.Tensor | None = None
+        if self.differential:
+            indexes = {tuple(d.dydx_index) for d in datas.values()}
+            if len(indexes) != 1:
+                raise ValueError("jobs of one group need derivative targets of the same inputs")
+            self.d_index = list(indexes.pop())
+            self.d = torch.cat([d.dydx["train"] for d in datas.values()]).t().contiguous()
+            self.d_weight = torch.tensor([j.cfg.train.derivative_weight for j in self.jobs],
+                                         device=self.device, dtype=self.dtype)
+        # the step: hand-written kernels, or autograd where second derivatives are needed
+        self.autograd = self.differential
         self.offsets = torch.tensor([start[id(j.data)][0] for j in self.jobs], device=self.device)
         n_val = [j.data.scaled["x_val"].shape[0] for j in self.jobs]
         self.has_val = np.array(n_val) > 0
@@ -283,20 +309,32 @@ class _Stack:
         counts_t = torch.as_tensor(counts, device=self.device, dtype=self.dtype)
         cols = torch.arange(self.batch, device=self.device)
         out_dim = self.y.shape[0]
+        # learning rates (and cycled momenta) per step and network, from each one's schedule:
+        # set once for the epoch, or before every step for a per-step schedule
+        lrs = moms = None
+        if self.schedules.any:
+            before = self.steps[None, :] + np.cumsum(stepped, axis=0) - stepped  # (S, M)
+            lrs, moms = self.schedules.rates(self.epoch, before)
+            if not self.schedules.per_step:
+                self.opt.set_rates(lrs[0], None if moms is None else moms[0])
+                lrs = None
         # the epoch's batches gathered in chunks of steps (one gather per feature each, not per
         # step); each step's prediction errors are kept, and the chunk's losses computed at
         # its end
-        chunk = max(1, _GATHER_BYTES // max(1, index[0].numel() * (self.x.shape[0] + 1 + 2 * out_dim)
-                                            * self.x.element_size()))
+        n_rows = self.x.shape[0] + 1 + 2 * out_dim + (0 if self.d is None else self.d.shape[0])
+        chunk = max(1, _GATHER_BYTES // max(1, index[0].numel() * n_rows * self.x.element_size()))
         losses = []
         for start in range(0, n_steps, chunk):
-            xs, ys = self._gather(index[start:start + chunk])  # (steps, M, features, B) views
+            xs, ys, ds = self._gather(index[start:start + chunk])  # (steps, M, features, B) views
             diffs = ys.new_zeros(ys.shape)  # (steps, M, out, B)
             for j, (xb, yb, diff) in enumerate(zip(xs.unbind(0), ys.unbind(0), diffs.unbind(0),
                                                    strict=True)):
                 s = start + j
+                db = None if ds is None else ds[j]
+                if lrs is not None:
+                    self.opt.set_rates(lrs[s], None if moms is None else moms[s])
                 if plain:
-                    self._step(xb, yb, diff, None, None, None)
+                    self._step(xb, yb, diff, None, None, None, db)
                     continue
                 active = stepped[s]
                 if not active.any():
@@ -304,7 +342,7 @@ class _Stack:
                 full = bool((counts[s] == self.batch).all())
                 valid = None if full else cols.unsqueeze(0) < counts_t[s].unsqueeze(1)  # (M, B)
                 self._step(xb, yb, diff, valid, None if full else counts_t[s],
-                           None if active.all() else active)
+                           None if active.all() else active, db)
             k = diffs.shape[0]
             step_counts = None if all_full else counts_t[start:start + k].reshape(-1)
             losses.append(step_losses(diffs.view(k * m, out_dim, self.batch), self.loss,
@@ -315,37 +353,77 @@ class _Stack:
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor, diff: torch.Tensor,
               valid: torch.Tensor | None, count: torch.Tensor | None,
-              active: np.ndarray | None) -> None:
+              active: np.ndarray | None, db: torch.Tensor | None = None) -> None:
         """One optimizer step of every network on its batch, feature-major: ``xb`` (M, in + 1,
-        B) with a row of ones, ``yb`` (M, out, B) the negated targets; the prediction errors go
-        to ``diff`` (M, out, B), for the epoch's losses."""
-        diff, cache = forward_step(self.buffers, xb, self.activation, minus_target=yb, out=diff)
-        g, scale = errors_grad(diff, self.loss, count=count, valid=valid, huber_delta=self.huber,
-                               feature_major=True)
-        backward_step(self.buffers, cache, g, self.activation, scale)
-        grad = torch.cat(self.buffers.grads_flat, dim=1, out=self.grad)  # (M, P)
+        B) with a row of ones, ``yb`` (M, out, B) the negated targets, ``db`` (M, k, B) the
+        derivative targets of differential training; the prediction errors go to ``diff``
+        (M, out, B), for the epoch's losses."""
+        if self.autograd:
+            grad = self._autograd_grad(xb, yb, diff, valid, count, db)
+        else:
+            diff, cache = forward_step(self.buffers, xb, self.activation, minus_target=yb, out=diff)
+            g, scale = errors_grad(diff, self.loss, count=count, valid=valid,
+                                   huber_delta=self.huber, feature_major=True)
+            backward_step(self.buffers, cache, g, self.activation, scale)
+            grad = torch.cat(self.buffers.grads_flat, dim=1, out=self.grad)  # (M, P)
         add_penalty_(grad, self.theta, self.l1, self.l2_twice)  # (M, P)
         if self.wmask is not None:
             grad.mul_(self.wmask)
         self.opt.step(self.theta, grad, active=active)
 
-    def _gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _autograd_grad(self, xb: torch.Tensor, yb: torch.Tensor, diff: torch.Tensor,
+                       valid: torch.Tensor | None, count: torch.Tensor | None,
+                       db: torch.Tensor | None) -> torch.Tensor:
+        """The (M, P) gradient of each network's objective through autograd, as the Trainer
+        computes it: the loss and, with derivative targets ``db``, ``derivative_weight *
+        mean |dy_NN/dx - dy/dx|^2`` with dy_NN/dx from ``autograd.grad(create_graph=True)``."""
+        n_in = self.x.shape[0]
+        theta = self.theta.detach().requires_grad_(True)
+        x = xb[:, :n_in]
+        if db is not None:
+            x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            pred = forward_autograd(theta, self.layout, x, self.activation)  # (M, out, B)
+            errors = pred + yb
+            if valid is not None:
+                errors = errors.masked_fill(~valid.unsqueeze(1), 0.0)
+            objective = step_losses(errors, self.loss, count=count, huber_delta=self.huber,
+                                    feature_major=True)  # (M,)
+            if db is not None:
+                (dx,) = torch.autograd.grad(pred.sum(), x, create_graph=True)  # (M, in, B)
+                d_pred = dx if self.d_index == list(range(n_in)) else dx[:, self.d_index]
+                miss = d_pred - db  # (M, k, B)
+                if valid is None:
+                    d_loss = miss.square().mean((1, 2))
+                else:
+                    miss = miss.masked_fill(~valid.unsqueeze(1), 0.0)
+                    n = count.clamp(min=1) * miss.shape[1]  # type: ignore[union-attr]
+                    d_loss = miss.square().sum((1, 2)) / n
+                objective = objective + self.d_weight * d_loss
+            (grad,) = torch.autograd.grad(objective.sum(), theta)
+        diff.copy_(errors.detach())
+        return grad
+
+    def _gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The rows ``index`` (steps, M, B) as feature-major batches: ``x`` (steps, M, in + 1,
-        B) with a row of ones, ``-y`` (steps, M, out, B); views of buffers kept across epochs."""
+        B) with a row of ones, ``-y`` (steps, M, out, B) and the derivative targets (steps, M,
+        k, B) or ``None``; views of buffers kept across epochs."""
         k = index.shape[0]
         n_in, n_out = self.x.shape[0], self.y.shape[0]
-        shape = (n_in + 1 + n_out, *index.shape)
+        sources = [*self.x, *self.y] if self.d is None else [*self.x, *self.y, *self.d]
+        shape = (len(sources) + 1, *index.shape)
         if self._batches is None or self._batches.shape[2:] != shape[2:] or \
-                self._batches.shape[1] < k:
-            self._batches = self.x.new_empty(shape)  # [x; 1; y] rows, each (steps, M, B)
+                self._batches.shape[0] != shape[0] or self._batches.shape[1] < k:
+            self._batches = self.x.new_empty(shape)  # [x; 1; y; d] rows, each (steps, M, B)
             self._batches[n_in].fill_(1.0)
         rows = index.reshape(-1)
         buf = self._batches[:, :k]
-        for f, source in enumerate([*self.x, *self.y]):
+        for f, source in enumerate(sources):
             torch.index_select(source, 0, rows, out=buf[f if f < n_in else f + 1].view(-1))
-        buf[n_in + 1:].neg_()  # -y: the last layer's product adds it (see forward_step)
-        batches = buf.permute(1, 2, 0, 3)  # (steps, M, in + 1 + out, B)
-        return batches[:, :, :n_in + 1], batches[:, :, n_in + 1:]
+        buf[n_in + 1:n_in + 1 + n_out].neg_()  # -y: the last layer's product adds it (forward_step)
+        batches = buf.permute(1, 2, 0, 3)  # (steps, M, in + 1 + out + k, B)
+        ds = None if self.d is None else batches[:, :, n_in + 1 + n_out:]
+        return batches[:, :, :n_in + 1], batches[:, :, n_in + 1:n_in + 1 + n_out], ds
 
     @torch.no_grad()
     def _val_losses(self) -> torch.Tensor:
@@ -367,7 +445,6 @@ class _Stack:
         val = self._val_losses().cpu().tolist() if self.has_val.any() else []  # [] unread
         done, improved = [], []
         for r, job_index in enumerate(self.rows):
-            job = self.jobs[job_index]
             if n_steps[r] == 0:  # no step this epoch: its step budget is spent
                 done.append((r, "finished", ""))
                 continue
@@ -375,13 +452,15 @@ class _Stack:
                 mine = host[mask[:, r], r]
                 bad = int(torch.nonzero(~torch.isfinite(mine))[0])
                 step = int(self.steps[r]) - mine.numel() + bad + 1
+                lr = self.schedules.logged_lr(r, self.epoch, step)  # the Trainer's lr then
                 done.append((r, "diverged", rules.divergence(float(mine[bad]), self.epoch, step,
-                                                             job.cfg.optim.lr)))
+                                                             lr)))
                 continue
             logs = {"epoch": self.epoch, "step": int(self.steps[r]), "train_loss": train[r],
-                    "lr": float(job.cfg.optim.lr)}
+                    "lr": self.schedules.logged_lr(r, self.epoch, int(self.steps[r]))}
             if self.has_val[r]:
                 logs["val_loss"] = val[r]
+            self.schedules.end_epoch(r, logs.get("val_loss", train[r]))  # plateau: its metric
             self.history[job_index].append(logs)
             stopper = self.stoppers[r]
             status, reason = "", ""
@@ -442,7 +521,8 @@ class _Stack:
             return
         self.theta = self.theta[idx]
         self.opt.select(np.array(keep))
-        for name in ("wmask", "l1", "l2", "best"):
+        self.schedules.select(keep)
+        for name in ("wmask", "l1", "l2", "best", "d_weight"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value[idx])
@@ -471,7 +551,8 @@ def epoch_order(sampler: BatchSampler) -> torch.Tensor:
 
 
 _GATHER_BYTES = 64 * 2**20  # the most an epoch's gathered batches take at once
-_KEY_NAMES = "activation, depth, optimizer family, loss, sampling, batch size, dtype and device"
+_KEY_NAMES = ("activation, depth, optimizer family, loss, sampling, batch size, dtype, device and "
+              "derivative targets (all or none)")
 
 
 def _stopper(cfg: Config) -> EarlyStopping | None:

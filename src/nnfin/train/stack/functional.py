@@ -284,6 +284,22 @@ def backward_step(buffers: StepBuffers, cache: Cache, g: torch.Tensor, activatio
     return buffers.grads
 
 
+def forward_autograd(theta: torch.Tensor, layout: StackLayout, x: torch.Tensor, activation: str
+                     ) -> torch.Tensor:
+    """The stack's forward as autograd operations on ``theta`` (M, P), feature-major: ``x``
+    (M, in, B) -> (M, out, B), layer k ``act(W_k^T h + b_k)`` as one ``baddbmm`` for all
+    networks. For what the hand-written kernels do not give: second derivatives
+    (differential training takes ``autograd.grad(..., create_graph=True)`` through it)."""
+    m = theta.shape[0]
+    act = ACTIVATION_FUNCTIONS[activation]
+    h = x
+    last = len(layout.slices) - 1
+    for k, ((i, o), (w0, b0, end)) in enumerate(zip(layout._shapes(), layout.slices, strict=True)):
+        z = torch.baddbmm(theta[:, b0:end].view(m, o, 1), theta[:, w0:b0].view(m, i, o).transpose(1, 2), h)
+        h = z if k == last else act(z)
+    return h
+
+
 def flat_grads(grads: Sequence[Layer] | Sequence[torch.Tensor], out: torch.Tensor | None = None
                ) -> torch.Tensor:
     """Layer gradients as one (M, P) tensor in the layout's order W1, b1, W2, b2, ...

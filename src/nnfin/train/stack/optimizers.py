@@ -117,6 +117,9 @@ class StackedOptimizer:
         decay = np.where(is_gd, 0.0, [c.weight_decay for c in configs])  # GD ignores it
         decoupled = np.array([c.name == "adamw" for c in configs])
         momentum = np.where(is_gd, 0.0, [c.momentum for c in configs])
+        self.momentum = np.asarray(momentum, dtype=np.float64)
+        self._adamw, self._decay = decoupled, np.asarray(decay, dtype=np.float64)
+        self._eps = np.array([c.eps for c in configs], dtype=np.float64)
         self.steps = np.zeros(len(configs), dtype=np.int64)  # optimizer steps taken, per network
         col = self._column
         like = theta
@@ -148,15 +151,55 @@ class StackedOptimizer:
         self._calls: list[tuple] = []  # see _fused_adam
         self._prepared_for: list[int] | None = None
         if self.fused:
-            # one kernel call per distinct (adamw?, beta1, beta2, eps, lr, weight decay)
-            keys = [(c.name == "adamw", float(b1), float(b2), float(c.eps), float(lr),
-                     float(wd))
-                    for b1, b2, lr, wd, c in zip(self.beta1, self.beta2, self.lr, decay, configs,
-                                                 strict=True)]
-            members: dict[tuple, list[int]] = {}
-            for i, key in enumerate(keys):
-                members.setdefault(key, []).append(i)
-            self._kernel_groups = {k: np.array(v, dtype=np.int64) for k, v in members.items()}
+            self._kernel_groups = self._group_rows()
+
+    def _group_rows(self) -> dict[tuple, np.ndarray]:
+        """Rows per fused kernel call: one per distinct (adamw?, beta1, beta2, eps, lr, decay)."""
+        keys = zip(self._adamw.tolist(), self.beta1.tolist(), self.beta2.tolist(),
+                   self._eps.tolist(), self.lr.tolist(), self._decay.tolist(), strict=True)
+        members: dict[tuple, list[int]] = {}
+        for i, key in enumerate(keys):
+            members.setdefault(key, []).append(i)
+        return {k: np.array(v, dtype=np.int64) for k, v in members.items()}
+
+    def set_rates(self, lr: np.ndarray, momentum: np.ndarray | None = None) -> None:
+        """Per-network learning rates (M,) and, when a schedule cycles it, momentum (M,):
+        Adam's beta1, SGD's or RMSprop's momentum. A no-op when nothing changed.
+
+        The fused Adam calls keep their blocks of rows while networks that shared a call
+        still share their rates (the folds of one candidate on one schedule); otherwise the
+        rows are grouped anew.
+        """
+        same_lr = np.array_equal(lr, self.lr)
+        current = self.beta1 if self.family == "adam" else self.momentum
+        if same_lr and (momentum is None or np.array_equal(momentum, current)):
+            return
+        like = self.h["lr"]
+        assert like is not None
+        col = self._column
+        if not same_lr:
+            self.lr = np.array(lr, dtype=np.float64)
+            self.h["lr"] = col(self.lr, like)
+            if self.h["decay_factor"] is not None:
+                self.h["decay_factor"] = col(1.0 - self.lr * np.where(self._adamw, self._decay, 0.0),
+                                             like)
+        if momentum is not None:
+            if self.family == "adam":
+                self.beta1 = np.array(momentum, dtype=np.float64)
+                self.h["one_minus_beta1"] = col(1.0 - self.beta1, like)
+            else:
+                self.momentum = np.array(momentum, dtype=np.float64)
+                if self.h["momentum"] is not None:
+                    self.h["momentum"] = col(self.momentum, like)
+        if self.fused:
+            groups = self._group_rows()
+            if self._calls and [v.tolist() for v in groups.values()] == \
+                    [v.tolist() for v in self._kernel_groups.values()]:
+                for key, call in zip(groups, self._calls, strict=True):  # same blocks: new rates
+                    call[1].update(lr=key[4], beta1=key[1])
+            else:
+                self._calls, self._prepared_for = [], None
+            self._kernel_groups = groups
 
     @staticmethod
     def _column(values, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -262,6 +305,8 @@ class StackedOptimizer:
         idx = np.asarray(rows)
         self.steps, self.lr = self.steps[idx], self.lr[idx]
         self.beta1, self.beta2 = self.beta1[idx], self.beta2[idx]
+        self.momentum, self._eps = self.momentum[idx], self._eps[idx]
+        self._adamw, self._decay = self._adamw[idx], self._decay[idx]
         self.names = [self.names[i] for i in idx]
         for store in (self.h, self.state):
             for key, value in store.items():

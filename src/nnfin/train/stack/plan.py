@@ -31,7 +31,7 @@ from nnfin.train.stack.optimizers import family
 log = logging.getLogger("nnfin.train.stack.batched")
 DEFAULT_MAX_BYTES = 2 * 1024**3  # per stack: parameters, optimizer state, activations, data
 KEY_FIELDS = ("activation", "depth", "optimizer", "loss", "huber_delta", "sampling",
-              "batch_size", "dtype", "device")
+              "batch_size", "dtype", "device", "differential")
 # Step-cost model in nanoseconds on one CPU core, fitted to stacks of 20 and 40 sigmoid
 # networks 6, 16, 32 and 64 wide (batch 64): a step pays a fixed ~175 us (some 20 kernel
 # calls), then per network ~4 us (its share of each batched product's per-matrix setup), ~1 ns
