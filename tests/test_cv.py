@@ -9,7 +9,7 @@ from sklearn.model_selection import KFold
 import nnfin
 from conftest import FAST, assert_one_line_error
 from nnfin.config import load_config
-from nnfin.data import _split_indices, load_arrays
+from nnfin.data import load_arrays, split_indices
 from nnfin.errors import NNFinError
 from nnfin.train import folds as cvmod
 from nnfin.train.folds import make_folds
@@ -24,7 +24,7 @@ def sets(overrides):
 def test_folds_partition_the_training_part_and_leave_the_test_part_out():
     cfg = load_config(None, BASE)
     folds = make_folds(cfg, 4, seed=3, inner_val=0.2)
-    idx_train, idx_val, idx_test = _split_indices(cfg.data.n, cfg.data.split, cfg.data.seed)
+    idx_train, idx_val, idx_test = split_indices(cfg.data.n, cfg.data.split, cfg.data.seed)
     pool = np.sort(np.concatenate([idx_train, idx_val]))
     held = np.concatenate([s[1] for s in folds.splits])
     assert np.array_equal(np.sort(held), pool)  # every training row is held out exactly once

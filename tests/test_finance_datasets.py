@@ -136,9 +136,9 @@ def test_range_assignment_parsing():
 
 def test_file_errors(tmp_path):
     df, meta = generate("black-scholes", n=5)
-    with pytest.raises(DataError, match=r"'\.txt'"):
+    with pytest.raises(WriteError, match=r"'\.txt'"):
         write_dataset(df, meta, tmp_path / "a.txt")
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(WriteError, match="does not exist"):
         write_dataset(df, meta, tmp_path / "missing" / "a.parquet")
     with pytest.raises(DataError, match="does not exist"):
         read_dataset(tmp_path / "nope.parquet")

@@ -10,7 +10,8 @@ import pytest
 
 import nnfin
 from conftest import FAST, assert_one_line_error
-from nnfin.app.runs_table import config_differences, find_runs, flatten, sort_runs
+from nnfin.app.runs_table import config_differences, find_runs, sort_runs
+from nnfin.config import flatten
 from nnfin.errors import ConfigError
 
 

@@ -346,6 +346,27 @@ def tunable_keys() -> dict[str, str]:
     return keys
 
 
+def flatten(raw: dict[str, Any], *, deep: bool = False, prefix: str = "") -> dict[str, Any]:
+    """A config's keys as dotted names: ``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``.
+
+    Table-valued keys (``[data] options``, ``derivatives``, ``[tune] space``) stay whole values
+    unless ``deep``; lists always stay values.
+
+    >>> flatten({"optim": {"lr": 0.1}, "data": {"options": {"N": 64}}})
+    {'optim.lr': 0.1, 'data.options': {'N': 64}}
+    >>> flatten({"data": {"options": {"N": 64}}}, deep=True)
+    {'data.options.N': 64}
+    """
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and (deep or not prefix):
+            out.update(flatten(value, deep=deep, prefix=name + "."))
+        else:
+            out[name] = value
+    return out
+
+
 def tune_section(cfg: Config) -> TuneConfig:
     """``[tune]`` of ``cfg``, or its defaults when the config has none."""
     return cfg.tune if cfg.tune is not None else TuneConfig()

@@ -93,11 +93,22 @@ def os_error(exc: OSError, path: str | Path, *, field: str | None = None, doing:
                       + "; nothing was changed")
 
 
-def check_target(path: str | Path, *, force: bool = False, field: str | None = None) -> Path:
+def check_target(path: str | Path, *, force: bool = False, field: str | None = None,
+                 suffixes: tuple[str, ...] | None = None, folder_exists: bool = False) -> Path:
     """Refuse a target nnfin must not write: a folder, a dangling symlink, or (unless ``force``)
-    an existing file. Call it before long work, so a refusal comes first; :func:`replacing`
-    checks again when it commits."""
+    an existing file; with ``suffixes``, a name without one of them; with ``folder_exists``, a
+    path whose folder is missing. Call it before long work, so a refusal comes first:
+    :func:`replacing` checks again when it commits. The one check of every output path.
+
+    >>> check_target("plot.jpg", field="--out", suffixes=(".png", ".svg"))
+    Traceback (most recent call last):
+    ...
+    nnfin.errors.WriteError: --out 'plot.jpg': file type '.jpg' is not one of .png, .svg
+    """
     p = Path(path)
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise WriteError(f"{_label(p, field)}: file type {p.suffix or '(none)'!r} is not one of "
+                         f"{', '.join(suffixes)}")
     if p.is_symlink() and not p.exists():
         raise WriteError(f"{_label(p, field)} is a symbolic link to {os.readlink(p)!r}, which does not "
                          "exist; remove the link or choose another path")
@@ -107,6 +118,8 @@ def check_target(path: str | Path, *, force: bool = False, field: str | None = N
         raise _exists(p, field)
     if p.parent.exists() and not p.parent.is_dir():
         raise WriteError(f"{_label(p, field)}: {str(p.parent)!r} is a file, not a folder")
+    if folder_exists and not p.parent.exists():
+        raise WriteError(f"{_label(p, field)}: folder {str(p.parent)!r} does not exist")
     return p
 
 

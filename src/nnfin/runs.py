@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,9 +152,77 @@ def write_json(path: Path, obj: Any, *, force: bool = True) -> None:
     files.write_json(path, obj, force=force)
 
 
-def read_history(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "history.csv"
-    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+# ----------------------------------------------------------------- reading a run folder
+
+# what reading a broken file raises: UnicodeDecodeError, TOMLDecodeError, JSONDecodeError and
+# pandas' ParserError are ValueErrors; permissions and I/O failures are OSErrors
+READ_ERRORS = (OSError, ValueError)
+
+
+def read_problem(exc: BaseException) -> str:
+    """Why a file could not be read, in one short line (``not UTF-8 text (byte b'\\xff' at
+    position 1)``, ``Invalid value (at line 3, column 5)``, ``Permission denied``)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at position {exc.start})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split())
+    return text[:160] or type(exc).__name__
+
+
+def parse_config(path: Path) -> dict[str, Any]:
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def parse_metrics(path: Path) -> dict[str, Any]:
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(metrics, dict):
+        raise ValueError(f"holds a JSON {type(metrics).__name__}, not an object")
+    return metrics
+
+
+def parse_history(path: Path) -> pd.DataFrame:
+    try:
+        history = pd.read_csv(path, encoding="utf-8")
+    except pd.errors.EmptyDataError:  # a run that diverged in its first epoch
+        return pd.DataFrame()
+    if len(history) and "epoch" not in history:
+        raise ValueError(f"no 'epoch' column (columns: {', '.join(map(str, history.columns))})")
+    return history
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """The raw ``config.toml`` of a run (not validated, so older runs still open)."""
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise FileFormatError(f"{str(run_dir)!r} is not a run folder (no config.toml)")
+    try:
+        return parse_config(path)
+    except READ_ERRORS as exc:
+        raise FileFormatError(f"{str(path)!r} cannot be read: {read_problem(exc)}") from None
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
+    """``metrics.json``, or ``None`` while the run is going (or was killed before the end)."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        return parse_metrics(path)
+    except READ_ERRORS as exc:
+        raise FileFormatError(f"{str(path)!r} cannot be read: {read_problem(exc)}") from None
+
+
+def read_history(run_dir: str | Path) -> pd.DataFrame:
+    """``history.csv`` (empty when missing or empty)."""
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return parse_history(path)
+    except READ_ERRORS as exc:
+        raise FileFormatError(f"{str(path)!r} cannot be read: {read_problem(exc)}") from None
+
 
 
 def load_run(path: str | Path, *, device: str | torch.device = "cpu") -> Run:

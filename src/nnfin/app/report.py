@@ -309,7 +309,7 @@ def _write_report(run: Any, trainer: Any, folder: Path, plots: bool | None, forc
                "settings": report.settings, "notes": report.notes,
                "metrics": report.metrics.to_dict(orient="records"),
                "iv_solvers": None if report.iv is None else report.iv.to_dict(orient="records")}
-    text = json.dumps(_finite(summary), indent=2, default=_json_default, allow_nan=False)
+    text = json.dumps(_finite(summary), indent=2, default=files.json_default, allow_nan=False)
     report.files.append(files.write_text(folder / "report.json", text + "\n", **write))
     if run.config.run.plots if plots is None else plots:
         from nnfin.finance.report_plots import error_surface_figure, greeks_figure
@@ -335,9 +335,3 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, float | np.floating) and not math.isfinite(obj):
         return None
     return obj
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    return str(o)

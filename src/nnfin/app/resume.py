@@ -21,7 +21,7 @@ from typing import Any
 
 from nnfin import files
 from nnfin.app.fit import build_trainer, finish_run
-from nnfin.config import Config, load_config, validate
+from nnfin.config import Config, flatten, load_config, validate
 from nnfin.errors import ConfigError, DataError, FileFormatError
 from nnfin.runs import Run
 from nnfin.train.callbacks import Callback
@@ -60,21 +60,10 @@ def find_checkpoint(run_dir: Path) -> tuple[dict[str, Any], Path, list[str]]:
                           f"({str(folder / 'last.ckpt')!r} does not exist)")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and k != "options" and prefix.count(".") < 1:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _merge(saved: Config, overrides: Sequence[str]) -> Config:
     """Apply ``overrides`` to the saved config, refusing changes that would break the run."""
     cfg = load_config(saved, overrides)
-    old, new = _flatten(saved.to_dict()), _flatten(cfg.to_dict())
+    old, new = flatten(saved.to_dict()), flatten(cfg.to_dict())
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key) and key not in RESUMABLE_KEYS:
             raise ConfigError(f"cannot change {key} when resuming (the run has {old.get(key)!r}, "

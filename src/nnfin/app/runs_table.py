@@ -7,14 +7,13 @@ runs still training, killed or written by older versions are listed too. A run w
 
 >>> rows = sort_runs(find_runs("runs"), "val")  # doctest: +SKIP
 >>> print(rows[0].name, rows[0].best_val)  # doctest: +SKIP
+>>> from nnfin.runs import read_config
 >>> diff = config_differences([read_config("runs/a"), read_config("runs/b")])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,18 +24,15 @@ from matplotlib.figure import Figure
 from rich.markup import escape
 from rich.table import Table
 
-from nnfin.errors import ConfigError, FileFormatError
+from nnfin.config import flatten
+from nnfin.errors import ConfigError
+from nnfin.runs import READ_ERRORS, parse_config, parse_history, parse_metrics, read_problem
 
 SORT_KEYS = ("time", "duration", "val", "test", "name")
 SPLITS = ("train", "val", "test")
 METRICS = ("mse", "rmse", "mae", "r2", "max_abs_error")
 MISSING = "running-or-killed"  # the status of a run without metrics.json
 UNREADABLE = "unreadable"  # the status (prefix) of a run with a file that cannot be read
-# what reading a broken file raises: UnicodeDecodeError, TOMLDecodeError, JSONDecodeError and
-# pandas' ParserError are ValueErrors; permissions and I/O failures are OSErrors
-READ_ERRORS = (OSError, ValueError)
-
-
 @dataclass
 class RunSummary:
     """One row of ``nnfin runs``: read from config.toml, metrics.json and history.csv."""
@@ -55,71 +51,6 @@ class RunSummary:
     seconds: float | None = None
     config: dict[str, Any] = field(default_factory=dict, repr=False)
     problems: list[str] = field(default_factory=list)  # "<file>: <reason>" per unreadable file
-
-
-def read_problem(exc: BaseException) -> str:
-    """Why a file could not be read, in one short line (``not UTF-8 text (byte b'\\xff' at
-    position 1)``, ``Invalid value (at line 3, column 5)``, ``Permission denied``)."""
-    if isinstance(exc, UnicodeDecodeError):
-        return f"not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at position {exc.start})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = " ".join(str(exc).split())
-    return text[:160] or type(exc).__name__
-
-
-def _parse_config(path: Path) -> dict[str, Any]:
-    return tomllib.loads(path.read_text(encoding="utf-8"))
-
-
-def _parse_metrics(path: Path) -> dict[str, Any]:
-    metrics = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(metrics, dict):
-        raise ValueError(f"holds a JSON {type(metrics).__name__}, not an object")
-    return metrics
-
-
-def _parse_history(path: Path) -> pd.DataFrame:
-    try:
-        history = pd.read_csv(path, encoding="utf-8")
-    except pd.errors.EmptyDataError:  # a run that diverged in its first epoch
-        return pd.DataFrame()
-    if len(history) and "epoch" not in history:
-        raise ValueError(f"no 'epoch' column (columns: {', '.join(map(str, history.columns))})")
-    return history
-
-
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """The raw ``config.toml`` of a run (not validated, so older runs still open)."""
-    path = Path(run_dir) / "config.toml"
-    if not path.is_file():
-        raise FileFormatError(f"{str(run_dir)!r} is not a run folder (no config.toml)")
-    try:
-        return _parse_config(path)
-    except READ_ERRORS as exc:
-        raise FileFormatError(f"{str(path)!r} cannot be read: {read_problem(exc)}") from None
-
-
-def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
-    """``metrics.json``, or ``None`` while the run is going (or was killed before the end)."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        return _parse_metrics(path)
-    except READ_ERRORS as exc:
-        raise FileFormatError(f"{str(path)!r} cannot be read: {read_problem(exc)}") from None
-
-
-def read_history(run_dir: str | Path) -> pd.DataFrame:
-    """``history.csv`` (empty when missing or empty)."""
-    path = Path(run_dir) / "history.csv"
-    if not path.is_file():
-        return pd.DataFrame()
-    try:
-        return _parse_history(path)
-    except READ_ERRORS as exc:
-        raise FileFormatError(f"{str(path)!r} cannot be read: {read_problem(exc)}") from None
 
 
 def describe_model(cfg: dict[str, Any]) -> str:
@@ -154,9 +85,9 @@ def summarize(run_dir: Path, root: Path | None = None) -> RunSummary:
             problems.append(f"{file}: {read_problem(exc)}")
             return empty
 
-    cfg = attempt(_parse_config, "config.toml", {})
-    metrics = attempt(_parse_metrics, "metrics.json", None)
-    history = attempt(_parse_history, "history.csv", pd.DataFrame())
+    cfg = attempt(parse_config, "config.toml", {})
+    metrics = attempt(parse_metrics, "metrics.json", None)
+    history = attempt(parse_history, "history.csv", pd.DataFrame())
     try:
         started = datetime.fromtimestamp((run_dir / "config.toml").stat().st_mtime)
     except OSError:
@@ -273,22 +204,11 @@ def unreadable_lines(rows: list[RunSummary]) -> list[str]:
 # ------------------------------------------------------------------ comparison
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def config_differences(configs: list[dict[str, Any]], *, ignore: tuple[str, ...] = ("run.dir",)
                        ) -> list[tuple[str, list[Any]]]:
     """``(dotted key, value per run)`` for the keys whose values differ (``None``: absent);
     ``run.dir`` always differs and is left out."""
-    flat = [flatten(c) for c in configs]
+    flat = [flatten(c, deep=True) for c in configs]
     keys = sorted({k for f in flat for k in f} - set(ignore))
     rows = []
     for key in keys:
@@ -348,14 +268,14 @@ def compare_figure(histories: list[pd.DataFrame], labels: list[str]) -> Figure:
     return fig
 
 
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
 def check_out(out: str | Path, *, force: bool = False) -> Path:
     """Refuse an existing ``out`` without ``force`` and names matplotlib cannot write."""
     from nnfin import files
 
-    out = Path(out)
-    if out.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
-        raise ConfigError(f"--out {str(out)!r}: use a .png, .pdf, .svg or .jpg file name")
-    return files.check_target(out, force=force, field="--out")
+    return files.check_target(out, force=force, field="--out", suffixes=IMAGE_SUFFIXES)
 
 
 def save_figure(fig: Figure, out: str | Path, *, force: bool = False) -> Path:

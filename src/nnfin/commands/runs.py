@@ -64,12 +64,10 @@ def compare(
         compare_table,
         config_differences,
         metric_rows,
-        read_config,
-        read_history,
-        read_metrics,
         save_figure,
     )
     from nnfin.errors import ConfigError
+    from nnfin.runs import read_config, read_history, read_metrics
 
     if len(runs) < 2:
         raise ConfigError(f"runs compare needs two or more run folders, got {len(runs)}")

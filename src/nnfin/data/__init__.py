@@ -15,11 +15,13 @@ import numpy as np
 import torch
 
 from nnfin.config import DataConfig
-from nnfin.data.derivatives import derivative_feature_index, load_all
+from nnfin.data.derivatives import derivative_feature_index
+from nnfin.data.samples import load_samples
 from nnfin.data.scaling import Standardizer
 from nnfin.errors import DataError
 
-__all__ = ["Data", "Standardizer", "build_data", "check_memory", "data_from_indices", "load_arrays"]
+__all__ = ["Data", "Standardizer", "build_data", "check_memory", "data_from_indices",
+           "derivative_feature_index", "load_arrays", "load_samples", "split_indices"]
 
 
 @dataclass
@@ -58,10 +60,11 @@ class Data:
 
 def load_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Raw float64 arrays ``x (n, in), y (n, out)`` and column names for a ``[data]`` table."""
-    return load_all(cfg)[:4]
+    return load_samples(cfg)[:4]
 
 
-def _split_indices(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
+def split_indices(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
+    """Sorted row indices of train, validation and test: a seeded permutation cut by ``fractions``."""
     perm = np.random.default_rng(seed).permutation(n)
     n_val = round(fractions[1] * n)
     n_test = round(fractions[2] * n)
@@ -130,11 +133,11 @@ def build_data(
     """Load, split (seeded), scale on the training part and move everything to ``device``."""
     if arrays is None:
         check_memory(cfg, device=device, dtype=dtype)
-    x, y, features, targets, d = (*arrays, None) if arrays is not None else load_all(cfg)
+    x, y, features, targets, d = (*arrays, None) if arrays is not None else load_samples(cfg)
     n = x.shape[0]
     if n == 0:
         raise DataError("[data] holds no samples")
-    idx_train, idx_val, idx_test = _split_indices(n, cfg.split, cfg.seed)
+    idx_train, idx_val, idx_test = split_indices(n, cfg.split, cfg.seed)
     if len(idx_train) < 2:
         raise DataError(f"[data] split = {cfg.split!r} leaves {len(idx_train)} training rows of {n}")
     d_index = derivative_feature_index(cfg, features) if d is not None else None

@@ -4,9 +4,8 @@
 features to the columns that hold dy/d(feature); a leading ``-`` negates the column (theta is
 -dV/dtau). For the built-in targets, ``derivatives = {x = "dydx"}`` uses the exact derivative.
 
->>> cfg = DataConfig(kind="cos", n=3, sampling="grid", derivatives={"x": "dydx"})
->>> x, y, feats, targets, d = load_all(cfg)
->>> np.allclose(d[:, 0], -np.sin(x[:, 0]))
+>>> x = np.array([[0.0], [1.0]])
+>>> np.allclose(exact_derivative("cos", x, [])[:, 0], -np.sin(x[:, 0]))
 True
 """
 
@@ -15,12 +14,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nnfin.config import BUILTIN_TARGETS, DataConfig
-from nnfin.data.files import columns_as_array, read_frame, table_arrays
-from nnfin.data.functions import sample_function
+from nnfin.config import DataConfig
+from nnfin.data.files import columns_as_array
 from nnfin.errors import ConfigError, DataError
 
-Arrays = tuple[np.ndarray, np.ndarray, list[str], list[str], "np.ndarray | None"]
+
+def exact_derivative(kind: str, x: np.ndarray, coefficients: list[float]) -> np.ndarray:
+    """dy/dx of a built-in target (cos, sin, exp, polynomial) at ``x``."""
+    return _EXACT[kind](x, coefficients)
+
 
 _EXACT = {
     "cos": lambda x, c: -np.sin(x),
@@ -31,36 +33,7 @@ _EXACT = {
 }
 
 
-def load_all(cfg: DataConfig) -> Arrays:
-    """``x, y, features, targets, d``: d is (n, k) dy/dfeature for ``cfg.derivatives``, or None."""
-    if cfg.kind in BUILTIN_TARGETS:
-        x, y = sample_function(cfg.kind, n=cfg.n, low=cfg.low, high=cfg.high, sampling=cfg.sampling,
-                               noise=cfg.noise, coefficients=cfg.coefficients, seed=cfg.seed)
-        d = None
-        if cfg.derivatives:
-            if set(cfg.derivatives) != {"x"} or cfg.derivatives["x"] != "dydx":
-                raise ConfigError(f"[data] derivatives = {cfg.derivatives!r}: kind = {cfg.kind!r} "
-                                  "has one input; use derivatives = {x = \"dydx\"}")
-            d = _EXACT[cfg.kind](x, cfg.coefficients)
-        return x, y, ["x"], ["y"], d
-    if cfg.kind == "file":
-        if not cfg.path:
-            raise ConfigError("[data] kind = 'file' needs path = 'your.csv' (or .parquet)")
-        frame, source = read_frame(cfg.path), cfg.path
-        feats, target = cfg.features, cfg.target
-    else:
-        from nnfin.data.finance_bridge import finance_frame
-
-        frame, default_feats, default_targets = finance_frame(cfg)
-        source = cfg.kind
-        feats, target = cfg.features or default_feats, cfg.target or default_targets
-    columns = [c.lstrip("-") for c in cfg.derivatives.values()]
-    x, y, features, targets = table_arrays(frame, features=feats, target=target, source=source,
-                                           exclude=columns)
-    return x, y, features, targets, _derivative_columns(frame, cfg.derivatives, features, source)
-
-
-def _derivative_columns(frame: pd.DataFrame, mapping: dict[str, str], features: list[str],
+def derivative_columns(frame: pd.DataFrame, mapping: dict[str, str], features: list[str],
                         source: str) -> np.ndarray | None:
     if not mapping:
         return None

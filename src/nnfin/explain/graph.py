@@ -181,17 +181,9 @@ def check_out_path(path: Path, force: bool = False, option: str = "--out") -> Pa
     >>> check_out_path(Path("graph.jpg"))
     Traceback (most recent call last):
     ...
-    nnfin.errors.ConfigError: --out 'graph.jpg': the suffix must be one of .png, .svg, .dot
+    nnfin.errors.WriteError: --out 'graph.jpg': file type '.jpg' is not one of .png, .svg, .dot
     """
-    path = Path(path)
-    if path.suffix.lower() not in SUFFIXES:
-        raise ConfigError(f"{option} {str(path)!r}: the suffix must be one of "
-                          f"{', '.join(SUFFIXES)}")
-    files.check_target(path, force=force, field=option)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(f"{option} {str(path)!r}: the folder {str(parent)!r} does not exist")
-    return path
+    return files.check_target(path, force=force, field=option, suffixes=SUFFIXES, folder_exists=True)
 
 
 def write_graph(

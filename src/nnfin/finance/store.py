@@ -43,12 +43,7 @@ def _suffix(path: Path, field: str) -> str:
 
 def check_out_path(path: str | Path, *, force: bool = False, field: str = "out") -> Path:
     """Check that ``path`` can be written (suffix, folder, no file there unless ``force``)."""
-    p = Path(path)
-    _suffix(p, field)
-    files.check_target(p, force=force, field=field)
-    if not p.parent.exists():
-        raise DataError(f"{field} {str(p)!r}: folder {str(p.parent)!r} does not exist")
-    return p
+    return files.check_target(path, force=force, field=field, suffixes=SUFFIXES, folder_exists=True)
 
 
 def write_dataset(

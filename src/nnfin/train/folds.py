@@ -39,8 +39,7 @@ import pandas as pd
 import torch
 
 from nnfin.config import Config, tune_section
-from nnfin.data import Data, _split_indices, data_from_indices
-from nnfin.data.derivatives import derivative_feature_index, load_all
+from nnfin.data import Data, data_from_indices, derivative_feature_index, load_samples, split_indices
 from nnfin.errors import ConfigError, DataError
 from nnfin.train.stack.plan import Plan, plan_groups
 
@@ -82,8 +81,8 @@ def make_folds(cfg: Config, k: int, *, seed: int = 0, inner_val: float = 0.15,
     if arrays is not None:
         x, y, features, targets, dydx = (*arrays, None)[:5]
     else:
-        x, y, features, targets, dydx = load_all(cfg.data)
-    idx_train, idx_val, idx_test = _split_indices(len(x), cfg.data.split, cfg.data.seed)
+        x, y, features, targets, dydx = load_samples(cfg.data)
+    idx_train, idx_val, idx_test = split_indices(len(x), cfg.data.split, cfg.data.seed)
     pool = np.sort(np.concatenate([idx_train, idx_val]))
     if k < 2:
         raise ConfigError(f"[tune] folds = {k!r} must be at least 2")

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nnfin.config import Config, TuneConfig, tune_section
+from nnfin.config import Config, TuneConfig, flatten, tune_section
 from nnfin.errors import ConfigError
 from nnfin.train.folds import FoldResult, Folds, evaluate_candidates
 from nnfin.tune.space import Param, apply_params, grid_size, grid_values, suggest
@@ -113,21 +113,11 @@ def _check_same_search(study: Any, cfg: Config) -> None:
         study.set_user_attr("nnfin_config", mine)
         return
     if theirs != mine:
-        flat_a, flat_b = _flat(theirs), _flat(mine)
+        flat_a, flat_b = flatten(theirs), flatten(mine)
         key = next(k for k in sorted(set(flat_a) | set(flat_b)) if flat_a.get(k) != flat_b.get(k))
         raise ConfigError(f"[tune] study = {study.study_name!r} was started with {key} = "
                           f"{flat_a.get(key)!r}, this config has {flat_b.get(key)!r}; use the same "
                           "config, or another [tune] study / run folder")
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "space":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def counts(study: Any) -> tuple[int, int]:
