@@ -30,17 +30,22 @@ SCHEDULES = {
 
 
 def cos_data(n: int = 200, seed: int = 0, inputs: int = 1):
-    """``(x, y, dy/dx0)``: y = cos(x0) (times 1 + x1 / 2 with a second input)."""
+    """``(x, y, dy/dx)``: y = cos(x0) (times 1 + x1 / 2 with a second input)."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-math.pi / 2, 3 * math.pi / 2, (n, inputs))
-    scale = 1 + x[:, 1:2] / 2 if inputs > 1 else 1.0
-    return x, np.cos(x[:, :1]) * scale, -np.sin(x[:, :1]) * scale
+    if inputs == 1:
+        return x, np.cos(x), -np.sin(x)
+    scale = 1 + x[:, 1:2] / 2
+    d = np.concatenate([-np.sin(x[:, :1]) * scale, np.cos(x[:, :1]) / 2], axis=1)
+    return x, np.cos(x[:, :1]) * scale, d
 
 
-def fold(x, y, train, val, dtype, d=None):
+def fold(x, y, train, val, dtype, d=None, index=(0,)):
+    """One fold's data; with ``d``, derivative targets of the inputs ``index``."""
     return data_from_indices(x, y, np.asarray(train), np.asarray(val), np.arange(0),
                              features=[f"x{i}" for i in range(x.shape[1])], targets=["y"],
-                             dtype=dtype, dydx=d, dydx_index=None if d is None else [0])
+                             dtype=dtype, dydx=None if d is None else d[:, list(index)],
+                             dydx_index=list(index))
 
 
 def config(dtype: str, *overrides: str):
@@ -126,18 +131,19 @@ def test_plateau_with_early_stopping_per_network():
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_differential_training_follows_the_trainer(dtype):
-    x, y, d = cos_data(inputs=2)  # derivative targets of the first of two inputs
-    datas = [fold(x, y, range(150), range(150, 200), dtype, d),
-             fold(x, y, range(50, 200), range(50), dtype, d),
-             fold(x, y, range(70), range(150, 200), dtype, d)]  # 3 steps, a short last batch
+    x, y, d = cos_data(inputs=2)  # derivative targets of both inputs, or of the second
+    datas = [fold(x, y, range(150), range(150, 200), dtype, d, (0, 1)),
+             fold(x, y, range(50, 200), range(50), dtype, d, (0, 1)),
+             fold(x, y, range(70), range(150, 200), dtype, d, (0, 1)),  # a short last batch
+             fold(x, y, range(70), range(150, 200), dtype, d, (1,))]
     diff = ["data.derivatives={x0 = \"dydx\"}", "train.derivative_weight=0.5"]
     cfgs = [config(dtype, *diff, "model.activation=softplus", "model.neurons=[8, 8]"),
             config(dtype, *diff, "model.activation=softplus", "model.neurons=[5, 5]",
                    "train.derivative_weight=2.0", "penalty.l2=1e-3", *SCHEDULES["cosine"]),
             config(dtype, *diff, "model.activation=softplus", "model.neurons=[8, 8]",
                    "train.loss=huber", "train.huber_delta=0.1", "train.seed=4")]
-    check([cfgs[0], cfgs[1], cfgs[0]], datas, dtype)
-    check([cfgs[2]], datas[2:], dtype)  # another loss: its own stack
+    check([cfgs[0], cfgs[1], cfgs[0]], datas[:3], dtype)
+    check([cfgs[2]], datas[3:], dtype)  # another loss, other inputs: its own stack
 
 
 def test_differential_cross_validation_is_batched_and_matches_one_by_one():
