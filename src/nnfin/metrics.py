@@ -10,14 +10,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import sklearn
-from sklearn import metrics as skm
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """MSE, RMSE, MAE, R^2 (averaged over outputs) and the max absolute error."""
     if len(y_true) == 0:
         return {}
+    import sklearn  # here, not at import: scikit-learn and scipy take ~1 s to load
+    from sklearn import metrics as skm
+
     # the arrays come from nnfin's own predictions: scikit-learn's per-call parameter
     # validation (about half of the time on a cross-validation fold) is skipped
     with sklearn.config_context(skip_parameter_validation=True):

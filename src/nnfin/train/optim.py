@@ -13,17 +13,108 @@ tensor([0.8000, 0.8000])
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch.optim import lr_scheduler
+from torch.optim.optimizer import _use_grad_for_differentiable
 
 from nnfin.config import OptimConfig
 
 CLOSURE_OPTIMIZERS = ("lbfgs",)
 
+# torch.optim wraps an optimizer's bookkeeping (add_param_group, zero_grad, state_dict,
+# load_state_dict) in torch._disable_dynamo and its step in _use_grad_for_differentiable, and
+# both import torch._dynamo on their first call: ~1.5 s on a CPU, the first time any optimizer
+# is made or stepped, for training that torch.compile never sees. Until something else has
+# loaded torch._dynamo (then nothing can be saved and torch's own methods run), nnfin's
+# optimizers call the same functions without those wrappers: the same arithmetic, state dicts
+# and hooks (the profiler hook torch adds to ``step`` stays), without the import.
+_EAGER_METHODS = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+_USE_GRAD_CODE = _use_grad_for_differentiable(lambda self: None).__code__
 
-class GD(torch.optim.Optimizer):
+
+def _dynamo_loaded() -> bool:
+    return "torch._dynamo" in sys.modules
+
+
+def _torch_step(cls: type) -> Callable[..., Any]:
+    """``cls.step`` as torch defines it, without the profiler hook torch adds to a class's
+    ``step`` when its first optimizer is made (the hook wraps nnfin's step instead)."""
+    fn = cls.step
+    while getattr(fn, "hooked", False):
+        fn = fn.__wrapped__
+    return fn
+
+
+class _Eager:
+    """Mixin for a ``torch.optim.Optimizer`` subclass: torch's methods without the wrappers that
+    import torch._dynamo while it is not loaded (see ``_EAGER_METHODS``)."""
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        return _eager(self, "add_param_group", param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        return _eager(self, "zero_grad", set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return _eager(self, "state_dict")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        return _eager(self, "load_state_dict", state_dict)
+
+
+def _eager(opt: Any, name: str, *args: Any) -> Any:
+    fn = getattr(super(_Eager, type(opt)), name)  # torch's, as the optimizer's class has it
+    if not _dynamo_loaded():
+        fn = inspect.unwrap(fn)  # inside torch._disable_dynamo's functools.wraps wrapper
+    return fn(opt, *args)
+
+
+def _eager_step(base: type) -> Callable[..., Any]:
+    """``base.step`` (decorated with ``_use_grad_for_differentiable``) without the decorator's
+    ``import torch._dynamo`` and graph breaks while torch._dynamo is not loaded; the decorator's
+    grad mode is kept."""
+
+    def step(self: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
+        torch_step = _torch_step(base)
+        if _dynamo_loaded() or getattr(torch_step, "__code__", None) is not _USE_GRAD_CODE:
+            return torch_step(self, closure)
+        prev = torch.is_grad_enabled()
+        try:
+            torch.set_grad_enabled(self.defaults["differentiable"])
+            return torch_step.__wrapped__(self, closure)
+        finally:
+            torch.set_grad_enabled(prev)
+
+    step.__doc__ = base.step.__doc__
+    return step
+
+
+class Adam(_Eager, torch.optim.Adam):
+    step = _eager_step(torch.optim.Adam)
+
+
+class AdamW(_Eager, torch.optim.AdamW):
+    step = _eager_step(torch.optim.AdamW)
+
+
+class SGD(_Eager, torch.optim.SGD):
+    step = _eager_step(torch.optim.SGD)
+
+
+class RMSprop(_Eager, torch.optim.RMSprop):
+    step = _eager_step(torch.optim.RMSprop)
+
+
+class LBFGS(_Eager, torch.optim.LBFGS):
+    pass
+
+
+class GD(_Eager, torch.optim.Optimizer):
     """Plain gradient descent, exactly the slides' loop: ``p -= lr * p.grad; p.grad = None``."""
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float) -> None:
@@ -57,18 +148,18 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[torch.Tensor]) -> torch.o
     if cfg.name == "gd":
         return GD(params, lr=cfg.lr)
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        return SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.name in ("adam", "adamw"):
-        cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+        cls = Adam if cfg.name == "adam" else AdamW
         return cls(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                    weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps,
+        return RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps,
                                    weight_decay=cfg.weight_decay, foreach=True)
     if cfg.name == "lbfgs":
         search = None if cfg.line_search == "none" else cfg.line_search
-        return torch.optim.LBFGS(params, lr=cfg.lr, max_iter=cfg.max_iter,
+        return LBFGS(params, lr=cfg.lr, max_iter=cfg.max_iter,
                                  history_size=cfg.history_size, line_search_fn=search)
     raise ValueError(f"unknown optimizer {cfg.name!r}")  # the config validates names first
 
