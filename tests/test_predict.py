@@ -88,7 +88,7 @@ def test_bad_paths(trained, inputs, tmp_path, cli):
     assert_one_line_error(cli("predict", str(trained), str(tmp_path / "nope.csv"), "-o",
                               str(tmp_path / "o.csv")), "nope.csv", "does not exist")
     assert_one_line_error(cli("predict", str(trained), str(src), "-o", str(tmp_path / "o.txt")),
-                          "o.txt", "use .csv or .parquet")
+                          "o.txt", "is not one of .csv, .parquet")
     assert_one_line_error(cli("predict", str(tmp_path / "norun"), str(src), "-o",
                               str(tmp_path / "o.csv")), "norun", "does not exist")
     (tmp_path / "empty").mkdir()
@@ -117,3 +117,22 @@ def test_a_copied_run_predicts_the_same(trained, inputs, tmp_path, cli):
     assert cli("predict", str(moved), str(src), "-o", str(tmp_path / "a.csv")).code == 0
     assert cli("predict", str(trained), str(src), "-o", str(tmp_path / "b.csv")).code == 0
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_nnfin_predict_is_a_library_function(tmp_path, fast):
+    from nnfin.errors import WriteError
+
+    run = nnfin.fit(overrides=[*fast, f"run.dir={tmp_path / 'r'}"])
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0], "id": ["a", "b", "c"]})
+    expected = run.predict(frame)[:, 0]
+    table = nnfin.predict(run.dir, frame)  # a run folder and a DataFrame
+    assert list(table.columns) == ["x", "id", "y_pred"]
+    np.testing.assert_allclose(table["y_pred"], expected, rtol=1e-12)
+    arrays = nnfin.predict(run, np.array([[0.0], [1.0], [2.0]]))  # a Run and an array
+    np.testing.assert_allclose(arrays["y_pred"], expected, rtol=1e-12)
+    out = tmp_path / "p.parquet"
+    nnfin.predict(run.dir, frame, out=out)
+    np.testing.assert_allclose(pd.read_parquet(out)["y_pred"], expected, rtol=1e-12)
+    with pytest.raises(WriteError, match="already exists"):
+        nnfin.predict(run.dir, frame, out=out)
+    nnfin.predict(run.dir, frame, out=out, force=True)

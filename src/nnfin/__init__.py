@@ -23,6 +23,7 @@ _API = {
     "cv": ("nnfin.app.cv", "cross_validate"),
     "tune": ("nnfin.app.tune", "tune"),
     "lr_find": ("nnfin.app.lr_find", "lr_find"),
+    "predict": ("nnfin.app.predict", "predict"),
     "Config": ("nnfin.config", "Config"),
     "load_config": ("nnfin.config", "load_config"),
     "Run": ("nnfin.runs", "Run"),
@@ -32,12 +33,13 @@ _API = {
 }
 
 __all__ = ["Config", "Run", "__version__", "cv", "fit", "load", "load_config", "load_run", "lr_find",
-           "resume", "save", "tune"]
+           "predict", "resume", "save", "tune"]
 
 if TYPE_CHECKING:
     from nnfin.app.cv import cross_validate as cv
     from nnfin.app.fit import fit
     from nnfin.app.lr_find import lr_find
+    from nnfin.app.predict import predict
     from nnfin.app.resume import resume
     from nnfin.app.tune import tune
     from nnfin.config import Config, load_config
