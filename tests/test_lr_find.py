@@ -119,3 +119,22 @@ def test_range_test_refuses_lbfgs():
     model, batches = problem()
     with pytest.raises(ConfigError, match="first-order optimizer"):
         range_test(model, torch.optim.LBFGS(model.parameters()), batches)
+
+
+def test_lr_find_runs_on_the_training_loop_and_honours_derivative_targets():
+    base = [*FAST, "data.derivatives={x = \"dydx\"}"]
+    kw = {"steps": 20, "start": 1e-2, "end": 1.0, "write": False}
+    plain = lr_find(overrides=[*base, "train.derivative_weight=0"], **kw)
+    differential = lr_find(overrides=[*base, "train.derivative_weight=10"], **kw)
+    assert plain.losses[0] == differential.losses[0]  # same start: same weights, same first batch
+    gap = np.abs(plain.losses[1:10] - differential.losses[1:10]) / plain.losses[1:10]
+    assert gap.max() > 1e-2  # the derivative loss takes part in every step
+    np.testing.assert_allclose(plain.lrs, differential.lrs)
+
+
+def test_lr_find_leaves_the_random_streams_as_they_were():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    lr_find(overrides=[*FAST], steps=10, write=False)
+    assert torch.equal(torch.rand(3), expected)

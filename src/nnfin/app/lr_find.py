@@ -31,6 +31,7 @@ from torch import nn
 
 from nnfin.config import Config, PenaltyConfig, load_config
 from nnfin.errors import ConfigError
+from nnfin.train.loop import Callback, Trainer
 
 
 @dataclass
@@ -49,64 +50,122 @@ class LRFindResult:
         return pd.DataFrame({"lr": self.lrs, "loss": self.losses, "smoothed": self.smoothed})
 
 
+class LRRangeTest(Callback):
+    """The range test as a callback on the training loop: before each step the learning rate is
+    ``start * gamma**i`` (``gamma`` takes it to ``end`` at the last step); after it the step's
+    loss is recorded and smoothed, and the loop stops once the smoothed loss exceeds
+    ``diverge`` x its best (or the loss is not finite). Everything else - batches, loss,
+    penalties, derivative targets - is the loop's own.
+
+    >>> from nnfin.app.fit import build_trainer  # doctest: +SKIP
+    >>> test = LRRangeTest(steps=100)  # doctest: +SKIP
+    >>> trainer, _ = build_trainer(cfg, write=False, callbacks=[test])  # doctest: +SKIP
+    >>> trainer.fit(); test.result().suggestion  # doctest: +SKIP
+    """
+
+    def __init__(self, *, start: float = 1e-7, end: float = 10.0, steps: int = 100, beta: float = 0.98,
+                 diverge: float = 4.0) -> None:
+        if not (math.isfinite(start) and start > 0):
+            raise ConfigError(f"lr-find start = {start!r} must be a positive number")
+        if not (math.isfinite(end) and end > start):
+            raise ConfigError(f"lr-find end = {end!r} must be above start = {start!r}")
+        if steps < 2:
+            raise ConfigError(f"lr-find steps = {steps!r} must be at least 2")
+        self.start, self.steps, self.beta, self.diverge = start, steps, beta, diverge
+        self.gamma = (end / start) ** (1.0 / (steps - 1))
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self.reason = f"ran all {steps} steps"
+        self._avg, self._best = 0.0, math.inf
+
+    def lr_at(self, i: int) -> float:
+        return self.start * self.gamma**i
+
+    def record(self, lr: float, value: float) -> str | None:
+        """Add one step's loss at ``lr``; returns why to stop, or ``None`` to go on."""
+        i = len(self.lrs)
+        if not math.isfinite(value):
+            return f"loss became {value} at lr = {lr:.3g} (step {i + 1})"
+        self._avg = self.beta * self._avg + (1 - self.beta) * value
+        smooth = self._avg / (1 - self.beta ** (i + 1))
+        self.lrs.append(lr)
+        self.losses.append(value)
+        self.smoothed.append(smooth)
+        self._best = min(self._best, smooth)
+        if smooth > self.diverge * self._best:
+            return f"smoothed loss exceeded {self.diverge:g}x its best at lr = {lr:.3g} (step {i + 1})"
+        return None
+
+    @staticmethod
+    def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        if trainer.uses_closure:
+            raise ConfigError("[optim] name = 'lbfgs': the range test needs a first-order optimizer "
+                              "(gd, sgd, adam, adamw, rmsprop)")
+        self._set_lr(trainer.optimizer, self.lr_at(0))
+
+    def on_batch_end(self, trainer: Trainer) -> None:
+        reason = self.record(trainer.lr, float(trainer.epoch_losses[-1]))
+        if reason is not None:
+            self.reason = reason
+            trainer.stop(reason, "finished", now=True)
+        elif len(self.lrs) < self.steps:
+            self._set_lr(trainer.optimizer, self.lr_at(len(self.lrs)))
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if trainer.state.status == "diverged" and trainer.epoch_losses:  # stopped by the loop
+            self.reason = self.record(trainer.lr, float(trainer.epoch_losses[-1])) or self.reason
+
+    def result(self) -> LRFindResult:
+        lrs, smoothed = np.array(self.lrs), np.array(self.smoothed)
+        steep, low = suggestions(lrs, smoothed)
+        return LRFindResult(lrs, np.array(self.losses), smoothed, steep, low, self.reason)
+
+
 def range_test(model: nn.Module, optimizer: torch.optim.Optimizer,
                batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
                loss_fn: Any = F.mse_loss, penalty: PenaltyConfig | None = None,
                start: float = 1e-7, end: float = 10.0, steps: int = 100, beta: float = 0.98,
                diverge: float = 4.0) -> LRFindResult:
-    """Run the range test on deep copies of ``model`` and ``optimizer``.
+    """The range test on any module, optimizer and batches (deep copies: the inputs stay as they
+    are), with the same schedule, smoothing and stop rule as :class:`LRRangeTest`.
 
     ``batches`` yields ``(x, y)`` mini-batches (it is cycled through as needed); ``penalty``
-    adds the config's L1/L2 terms before ``backward()`` as training does.
+    adds the config's L1/L2 terms before ``backward()`` as training does. :func:`lr_find` runs
+    the test on the training loop itself, for a config.
     """
     from nnfin.train.loop import capture_rng, restore_rng
     from nnfin.train.losses import make_penalty
 
-    if not (math.isfinite(start) and start > 0):
-        raise ConfigError(f"lr-find start = {start!r} must be a positive number")
-    if not (math.isfinite(end) and end > start):
-        raise ConfigError(f"lr-find end = {end!r} must be above start = {start!r}")
-    if steps < 2:
-        raise ConfigError(f"lr-find steps = {steps!r} must be at least 2")
+    test = LRRangeTest(start=start, end=end, steps=steps, beta=beta, diverge=diverge)
     if isinstance(optimizer, torch.optim.LBFGS):
         raise ConfigError("[optim] name = 'lbfgs': the range test needs a first-order optimizer "
                           "(gd, sgd, adam, adamw, rmsprop)")
     work_model, work_opt = copy.deepcopy((model, optimizer))  # one memo: the copy steps the copy
     penalty_fn = make_penalty(penalty, work_model) if penalty is not None else None
     rng = capture_rng()
-    gamma = (end / start) ** (1.0 / (steps - 1))
-    lrs, losses, smoothed = [], [], []
-    avg, best, reason = 0.0, math.inf, f"ran all {steps} steps"
     stream = _cycle(batches)
     work_model.train()
     try:
         for i in range(steps):
-            lr = start * gamma**i
-            for group in work_opt.param_groups:
-                group["lr"] = lr
+            lr = test.lr_at(i)
+            LRRangeTest._set_lr(work_opt, lr)
             xb, yb = next(stream)
             work_opt.zero_grad(set_to_none=True)
             loss = loss_fn(work_model(xb), yb)
             (loss + penalty_fn() if penalty_fn is not None else loss).backward()
             work_opt.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                reason = f"loss became {value} at lr = {lr:.3g} (step {i + 1})"
-                break
-            avg = beta * avg + (1 - beta) * value
-            smooth = avg / (1 - beta ** (i + 1))
-            lrs.append(lr)
-            losses.append(value)
-            smoothed.append(smooth)
-            best = min(best, smooth)
-            if smooth > diverge * best:
-                reason = f"smoothed loss exceeded {diverge:g}x its best at lr = {lr:.3g} (step {i + 1})"
+            reason = test.record(lr, float(loss.detach()))
+            if reason is not None:
+                test.reason = reason
                 break
     finally:
         restore_rng(rng)  # the caller's random streams go on as if no test had run
-    lr_arr, sm = np.array(lrs), np.array(smoothed)
-    steep, low = suggestions(lr_arr, sm)
-    return LRFindResult(lr_arr, np.array(losses), sm, steep, low, reason)
+    return test.result()
 
 
 def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
@@ -173,7 +232,8 @@ def figure(res: LRFindResult, title: str = "learning-rate range test") -> Any:
 def lr_find(config: Config | dict | str | Path | None = None, *, overrides: Sequence[str] = (),
             start: float = 1e-7, end: float = 10.0, steps: int = 100, plot: str | Path | None = None,
             write: bool = True, force: bool = False) -> LRFindResult:
-    """The range test on the model, optimizer, loss, penalty and mini-batches a config describes.
+    """The range test on the training loop of a config: its model, optimizer, mini-batches, loss,
+    penalties and derivative targets (:class:`LRRangeTest` sets the learning rate each step).
 
     Writes ``plot`` (default ``<run.root>/lr-find-<time>.png``) and a CSV of the same name
     beside it; an existing plot or CSV is refused (before the test runs) unless ``force``.
@@ -181,7 +241,9 @@ def lr_find(config: Config | dict | str | Path | None = None, *, overrides: Sequ
     from nnfin import files
     from nnfin.app.fit import build_trainer
 
-    cfg = load_config(config, [*overrides, "train.progress=false"])
+    cfg = load_config(config, [*overrides, "train.progress=false", "optim.schedule=none",
+                               "early_stopping.enabled=false", "train.tensorboard=false",
+                               f"train.iterations={max(int(steps), 1)}"])
     if cfg.optim.name == "lbfgs":
         raise ConfigError("[optim] name = 'lbfgs': the range test needs a first-order optimizer "
                           "(gd, sgd, adam, adamw, rmsprop)")
@@ -194,17 +256,16 @@ def lr_find(config: Config | dict | str | Path | None = None, *, overrides: Sequ
                               "(the CSV is written beside it)")
         for target, field in ((path, "--plot"), (path.with_suffix(".csv"), "--plot's CSV")):
             files.check_target(target, force=force, field=field)  # refuse before the test runs
-    trainer, _ = build_trainer(cfg, write=False)  # seeded exactly as nnfin fit seeds
+    test = LRRangeTest(start=start, end=end, steps=steps)
+    from nnfin.train.loop import capture_rng, restore_rng
 
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for idx in trainer.sampler.epoch():
-            if idx is None:
-                yield trainer.x_train, trainer.y_train
-            else:
-                yield trainer.x_train.index_select(0, idx), trainer.y_train.index_select(0, idx)
-
-    res = range_test(trainer.model, trainer.optimizer, _Epochs(batches), loss_fn=trainer.loss_fn,
-                     penalty=cfg.penalty, start=start, end=end, steps=steps)
+    rng = capture_rng()
+    try:  # seeded exactly as nnfin fit seeds; the loop's own batches, loss and penalties
+        trainer, _ = build_trainer(cfg, write=False, callbacks=[test])
+        trainer.fit()
+    finally:
+        restore_rng(rng)  # the caller's random streams go on as if no test had run
+    res = test.result()
     if path is not None:
         from nnfin import plots
 
@@ -212,16 +273,6 @@ def lr_find(config: Config | dict | str | Path | None = None, *, overrides: Sequ
         plots.save(figure(res), path, force=force, field="--plot")
         res.plot = path
     return res
-
-
-class _Epochs:
-    """Re-iterable: each pass is a fresh epoch of the trainer's sampler."""
-
-    def __init__(self, make: Any) -> None:
-        self.make = make
-
-    def __iter__(self) -> Iterator[Any]:
-        return self.make()
 
 
 def _free(path: Path) -> Path:

@@ -115,6 +115,7 @@ class Trainer:
         self.step_in_epoch = 0  # > 0 only when a run was interrupted inside an epoch
         self.epoch_losses: list[torch.Tensor] = []
         self._interrupted = False
+        self._stop_now = False  # a callback asked to stop after this step (stop(now=True))
 
     # ------------------------------------------------------------------ control
 
@@ -125,9 +126,11 @@ class Trainer:
         for cb in order:
             getattr(cb, hook)(self, *args)
 
-    def stop(self, reason: str, status: str = "early-stopped") -> None:
-        """Ask the loop to stop after the current epoch (or step, for divergence)."""
+    def stop(self, reason: str, status: str = "early-stopped", *, now: bool = False) -> None:
+        """Ask the loop to stop after the current epoch (or step, for divergence); ``now``
+        stops after the current step (a callback's ``on_batch_end``, e.g. the lr range test)."""
         self.state.status, self.state.stop_reason = status, reason
+        self._stop_now = self._stop_now or now
 
     @property
     def stopping(self) -> bool:
@@ -142,6 +145,7 @@ class Trainer:
     def fit(self) -> TrainState:
         """Train until the epochs/iterations are done, a callback stops it, or Ctrl-C."""
         self.state.status, self.state.stop_reason = "running", ""
+        self._stop_now = False
         self.notify("on_train_begin")
         self._started = time.perf_counter() - self.state.elapsed
         with _sigint_as_flag(self):
@@ -179,7 +183,7 @@ class Trainer:
                 return self._diverged()
             for cb in self._batch_callbacks:
                 cb.on_batch_end(self)
-            if self._interrupted or self.state.step >= self.max_steps:
+            if self._interrupted or self.state.step >= self.max_steps or self._stop_now:
                 break
         if self._interrupted and self.step_in_epoch < self.sampler.steps_per_epoch \
                 and self.state.step < self.max_steps:
