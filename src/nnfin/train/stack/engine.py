@@ -48,6 +48,7 @@ from nnfin.train.stack.functional import (
     errors_grad,
     forward_autograd,
     forward_step,
+    forward_with_input_grad,
     step_losses,
 )
 from nnfin.train.stack.optimizers import StackedOptimizer, family
@@ -380,18 +381,25 @@ class _Stack:
         n_in = self.x.shape[0]
         theta = self.theta.detach().requires_grad_(True)
         x = xb[:, :n_in]
-        if db is not None:
-            x = x.detach().requires_grad_(True)
+        index = None if self.d_index == list(range(n_in)) else self.d_index
         with torch.enable_grad():
-            pred = forward_autograd(theta, self.layout, x, self.activation)  # (M, out, B)
+            both = None if db is None else forward_with_input_grad(
+                theta, self.layout, x, self.activation, index)
+            if both is not None:  # the input derivatives written out: first order only
+                pred, d_pred = both
+            else:
+                if db is not None:
+                    x = x.detach().requires_grad_(True)
+                pred = forward_autograd(theta, self.layout, x, self.activation)  # (M, out, B)
             errors = pred + yb
             if valid is not None:
                 errors = errors.masked_fill(~valid.unsqueeze(1), 0.0)
             objective = step_losses(errors, self.loss, count=count, huber_delta=self.huber,
                                     feature_major=True)  # (M,)
             if db is not None:
-                (dx,) = torch.autograd.grad(pred.sum(), x, create_graph=True)  # (M, in, B)
-                d_pred = dx if self.d_index == list(range(n_in)) else dx[:, self.d_index]
+                if both is None:  # autograd's double backward
+                    (dx,) = torch.autograd.grad(pred.sum(), x, create_graph=True)  # (M, in, B)
+                    d_pred = dx if index is None else dx[:, index]
                 miss = d_pred - db  # (M, k, B)
                 if valid is None:
                     d_loss = miss.square().mean((1, 2))

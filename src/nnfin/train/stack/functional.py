@@ -300,6 +300,56 @@ def forward_autograd(theta: torch.Tensor, layout: StackLayout, x: torch.Tensor, 
     return h
 
 
+def activation_slope(activation: str, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor | None:
+    """``act'(z)`` as autograd operations (``h = act(z)``), in the form torch's backward kernel
+    of the activation computes it; ``None`` for the activations left to autograd's double
+    backward (elu, gelu, silu)."""
+    if activation == "sigmoid":
+        return (1 - h) * h
+    if activation == "tanh":
+        return 1 - h * h
+    if activation == "relu":
+        return (z > 0).to(z.dtype)
+    if activation == "softplus":  # F.softplus: beta 1, threshold 20 (linear above it: slope 1)
+        slope = torch.sigmoid(z)
+        return torch.where(z > 20.0, 1.0, slope) if bool((z > 20.0).any()) else slope
+    return None
+
+
+def forward_with_input_grad(theta: torch.Tensor, layout: StackLayout, x: torch.Tensor,
+                            activation: str, index: Sequence[int] | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(outputs (M, 1, B), d output / d x (M, k, B))`` for one-output networks, as autograd
+    operations of first order: the input derivative is the backward pass written out
+    (``a = W_L``, then ``a = W_k (a * act'(z_k))`` down the layers; inputs ``index`` only at the
+    first layer), so the gradient of a loss on it needs no double backward. ``None`` where
+    :func:`activation_slope` has no form for ``activation``."""
+    m = theta.shape[0]
+    act = ACTIVATION_FUNCTIONS[activation]
+    h = x
+    slopes: list[torch.Tensor] = []
+    weights: list[torch.Tensor] = []
+    last = len(layout.slices) - 1
+    for k, ((i, o), (w0, b0, end)) in enumerate(zip(layout._shapes(), layout.slices, strict=True)):
+        w = theta[:, w0:b0].view(m, i, o)
+        weights.append(w)
+        z = torch.baddbmm(theta[:, b0:end].view(m, o, 1), w.transpose(1, 2), h)
+        if k == last:
+            break
+        h = act(z)
+        slope = activation_slope(activation, z, h)
+        if slope is None:
+            return None
+        slopes.append(slope)
+    a = weights[-1]  # d out / d h_{L-1}: (M, width, 1), the same for every row
+    for k in range(last - 1, -1, -1):
+        w = weights[k]
+        if k == 0 and index is not None:
+            w = w[:, list(index)]
+        a = torch.bmm(w, a * slopes[k])  # (M, width_k, B)
+    return z, a
+
+
 def flat_grads(grads: Sequence[Layer] | Sequence[torch.Tensor], out: torch.Tensor | None = None
                ) -> torch.Tensor:
     """Layer gradients as one (M, P) tensor in the layout's order W1, b1, W2, b2, ...

@@ -87,6 +87,8 @@ def estimate_bytes(cfg: Config, widths: Sequence[int], *, n_train: int, n_val: i
     per_param = 6 + 2 * n_state + 3 + int(cfg.early_stopping.enabled)  # + update temporaries
     batch = _batch(cfg, n_train)
     activations = batch * (in_dim + out_dim + 4 * sum(widths)) + 2 * batch
+    if cfg.data.derivatives:  # the autograd graph of the input derivatives and its backward
+        activations = 3 * activations + batch * (2 * in_dim + len(cfg.data.derivatives))
     val = n_val * (in_dim + 2 * out_dim + 2 * max(widths, default=1))
     index = 2 * n_train  # the epoch's batch indices (int64)
     return size * (per_param * n_params + activations + val + index)
