@@ -267,8 +267,8 @@ def main() -> None:
                 ("refit files: metrics, model, history, plots", m("refit_files_s")),
                 ("  of which plots (4 figures, drawn and saved)", m("plots_s"))]
         for label, value in rows:
-            print(f"  {label:<58}{value:>7.2f} s")
-        print(f"  {'total':<58}{m('wall_s'):>7.2f} s")
+            print(f"  {label:<64}{value:>7.2f} s")
+        print(f"  {'total':<64}{m('wall_s'):>7.2f} s")
     if profile is not None:
         total, biggest = top_imports(profile["importtime"])
         print(f"\nimports the call pays for after torch: {total:.2f} s in all (one -X importtime "
