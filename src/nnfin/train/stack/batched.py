@@ -54,7 +54,7 @@ def plan_groups(candidates: Sequence[Candidate], *, n_folds: int = 1, n_train: i
     bytes; ``plan.unsupported`` the candidates to train one by one, with the reason; and
     ``plan.describe()`` says it in a few lines (also logged to ``nnfin.train.stack.batched``).
 
-    >>> cands = [load_config(None, [f"model.neurons=[{w},{w}]"]) for w in (6, 32)]
+    >>> cands = [load_config(None, [f"model.neurons=[{w},{w}]"]) for w in (6, 128)]
     >>> plan = plan_groups(cands + [load_config(None, ["optim.name=lbfgs"])], n_folds=5)
     >>> [len(g.members) for g in plan.groups], plan.unsupported
     ([5, 5], {2: "optim.name = 'lbfgs': its line search needs a closure per network"})

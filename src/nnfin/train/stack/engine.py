@@ -2,9 +2,13 @@
 
 Every :class:`Job` is one network with its config, its own fold of (scaled) data and its
 initial weights. A group shares the activation, depth, optimizer family, loss, sampling mode,
-batch size, dtype and device; widths, learning rates, momenta, betas, penalties, seeds,
-epochs and early stopping may differ per network. Narrower networks are zero-padded to the
-widest one (:meth:`StackLayout.width_mask` keeps the padding inert).
+batch size, dtype, device and whether it trains on derivative targets; widths, learning rates
+and their schedules (:mod:`~nnfin.train.stack.schedules`), momenta, betas, penalties,
+derivative weights, seeds, epochs and early stopping may differ per network. Differential
+training takes each network's input derivatives through autograd
+(:func:`~nnfin.train.stack.functional.forward_with_input_grad`); plain training runs the
+hand-written kernels, which are faster (``benchmarks/finance_search.py --part kernels``).
+Narrower networks are zero-padded to the widest one (:meth:`StackLayout.width_mask` keeps the padding inert).
 
 Batch order: each network owns a :class:`~nnfin.train.sampler.BatchSampler` seeded like the
 single-model :class:`~nnfin.train.loop.Trainer`'s, so it sees the same batches in the same
