@@ -38,8 +38,8 @@ from rich.console import Console
 from rich.table import Table
 
 import nnfin
-from nnfin.finance.iv_compare import compare_iv_solvers
 from nnfin.app.report import evaluate
+from nnfin.finance.iv_compare import compare_iv_solvers
 
 RECIPE = "examples/finance/implied_vol.toml"
 GOALS = {"speedup": 100.0, "mae": 1e-4}

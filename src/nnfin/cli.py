@@ -51,9 +51,26 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``nnfin`` console script: bad input is one line and exit code 2."""
     _register()
     try:
-        app(args=argv)  # standalone: usage errors exit 2, Ctrl-C exits 130 via click
+        code = app(args=argv, standalone_mode=False, prog_name="nnfin")
     except NNFinError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
-        sys.exit(2)
+        _error(str(exc))
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        if type(exc).__name__ == "Abort":  # Ctrl-C at a prompt
+            sys.exit(130)
+        if not hasattr(exc, "format_message") or not isinstance(getattr(exc, "exit_code", None), int):
+            raise
+        message = " ".join(exc.format_message().split()).replace("Value error, ", "")
+        if not message:  # no command given: the help was printed, as nnfin with no arguments does
+            sys.exit(0)
+        # a usage error (unknown option, bad value for an option): one line, as every error
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        _error(message + where, exc.exit_code or 2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/red] {escape(message)}", markup=True)
+    sys.exit(code)

@@ -14,7 +14,7 @@ import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import tomli_w
 from pydantic import (
@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -80,8 +81,33 @@ def _plain(table: dict[str, Any]) -> dict[str, Any]:
     return table
 
 
+def _base_types(annotation: Any) -> set[Any]:
+    """The plain types inside an annotation (``list[int] | None`` -> {int, NoneType})."""
+    if get_origin(annotation) is Annotated:
+        return _base_types(get_args(annotation)[0])
+    args = [a for a in get_args(annotation) if isinstance(a, type) or get_args(a)]
+    if get_origin(annotation) is Literal:
+        return set()
+    return set().union(*(_base_types(a) for a in args)) if args else {annotation}
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``epochs = true`` is not 1: a number field (or list of numbers) refuses true/false."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None:
+            return value
+        types = _base_types(field.annotation)
+        if bool in types or not types & {int, float}:
+            return value
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, bool) for v in items):
+            raise ValueError("must be a number, not true or false")
+        return value
 
 
 class DataConfig(Section):
@@ -117,6 +143,17 @@ class DataConfig(Section):
     @classmethod
     def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
         return _plain(v)
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            twice = next((f for i, f in enumerate(v) if f in v[:i]), None)
+            if twice is not None:
+                raise ValueError(f"names column {twice!r} twice; give each input once")
+            if not v:
+                raise ValueError("is empty; name at least one input column (or leave it out)")
+        return v
 
     @field_validator("split")
     @classmethod
@@ -386,9 +423,14 @@ def load_config(
 ) -> Config:
     """Build a validated :class:`Config` from a TOML path, a dict or ``None`` (defaults).
 
-    ``overrides`` are ``"section.key=value"`` strings; values are parsed as TOML
-    (``lr=1e-3``, ``neurons=[16,16]``, ``kind="mlp"``) and fall back to plain strings.
+    ``overrides`` are ``"section.key=value"`` strings (or one such string); values are parsed
+    as TOML (``lr=1e-3``, ``neurons=[16,16]``, ``kind="mlp"``) and fall back to plain strings.
+    ``[data] path`` in a TOML file is relative to that file's folder (made absolute here, so the
+    run's own ``config.toml`` reruns from anywhere); paths given in ``overrides`` or in a dict
+    are relative to the working directory.
     """
+    if isinstance(overrides, str):
+        overrides = [overrides]
     if isinstance(source, Config):
         raw = source.to_dict()
     elif isinstance(source, dict):
@@ -396,8 +438,15 @@ def load_config(
         raw = _deepcopy(source)
     elif source is None:
         raw = {}
-    else:
+    elif isinstance(source, (str, Path)):
         raw = read_toml(source)
+        data = raw.get("data")
+        if isinstance(data, dict) and isinstance(data.get("path"), str) and data["path"] \
+                and not Path(data["path"]).expanduser().is_absolute():
+            data["path"] = str((Path(source).parent / data["path"]).absolute())
+    else:
+        raise ConfigError(f"config = {source!r} must be a TOML file path, a dict of sections or a "
+                          "Config (or None for the lecture's defaults)")
     for item in overrides:
         _apply_override(raw, item)
     return validate(raw)
@@ -407,10 +456,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file; syntax errors become one line naming the file and the line."""
     p = Path(path)
     if not p.is_file():
-        what = "is a directory" if p.is_dir() else "does not exist"
+        what = "is a directory" if p.is_dir() else "is not a regular file" if p.exists() \
+            else "does not exist"
         raise ConfigError(f"config file {str(p)!r} {what}")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is fine
         raw = tomllib.loads(text)
     except RecursionError:
         raise ConfigError(f"config file {str(p)!r} nests tables or lists too deeply "

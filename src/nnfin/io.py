@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +26,53 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nnfin import files
-from nnfin.config import ModelConfig
+from nnfin.config import validate
 from nnfin.data.scaling import Standardizer
-from nnfin.errors import FileFormatError
+from nnfin.errors import ConfigError, FileFormatError, NNFinError
 from nnfin.version import __version__
 
 FORMAT = "nnfin-model"
 FORMAT_VERSION = 1
 WEIGHTS, SPEC = "model.safetensors", "model.json"
+
+
+# Words in torch's weights_only refusals across versions: "Weights only load failed",
+# "Unsupported global: GLOBAL x.y was not an allowed global", "unsupported GLOBAL x.y whose
+# module x is blocked", "Unsupported operand", ...
+REFUSAL_MARKERS = ("weights only", "weights_only", "global", "unsupported", "blocked",
+                   "allowlist", "safe_globals")
+
+
+def pickle_refusal(exc: BaseException) -> str | None:
+    """When ``exc`` is torch's weights_only unpickler refusing a global (any torch version's
+    wording): ``" (global os.system)"``, or ``""`` when it names none; else ``None``.
+
+    >>> pickle_refusal(pickle.UnpicklingError("Unsupported global: GLOBAL posix.system"))
+    ' (global posix.system, i.e. os.system)'
+    """
+    if not isinstance(exc, pickle.UnpicklingError) or not _is_refusal(exc):
+        return None
+    return _refused_global(exc)
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """Whether torch's weights_only unpickler refused a global (any torch version's wording)."""
+    text = str(exc).lower()
+    return any(marker in text for marker in REFUSAL_MARKERS)
+
+
+def _refused_global(exc: BaseException) -> str:
+    """`` (global os.system)`` for the global torch refused, or ``""`` when it names none."""
+    text = str(exc)
+    found = (re.search(r"\bGLOBAL\s+([\w.]+)", text)
+             or re.search(r"\bglobal:?\s+([A-Za-z_][\w]*(?:\.[\w]+)+)", text, re.IGNORECASE))
+    if not found:
+        return ""
+    name = found.group(1).rstrip(".")
+    for builtin, public in (("posix.", "os."), ("nt.", "os.")):
+        if name.startswith(builtin):
+            name += f", i.e. {public}{name.removeprefix(builtin)}"
+    return f" (global {name})"
 
 
 def sha256_file(path: Path) -> str:
@@ -125,10 +166,16 @@ def read_spec(path: str | Path) -> tuple[dict[str, Any], Path]:
     if not isinstance(dtype, str) or not isinstance(getattr(torch, dtype, None), torch.dtype):
         raise FileFormatError(f"model file {str(spec_path)!r}: \"dtype\" = {json.dumps(dtype)[:200]} "
                               "is not a torch dtype (e.g. \"float32\")")
-    if not isinstance(spec.get("weights", WEIGHTS), str):
+    name = spec.get("weights", WEIGHTS)
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
         raise FileFormatError(f"model file {str(spec_path)!r}: \"weights\" = "
-                              f"{json.dumps(spec['weights'])[:200]} must be a file name")
-    weights = spec_path.parent / spec.get("weights", WEIGHTS)
+                              f"{json.dumps(name)[:200]} must be the name of a file beside it "
+                              f"(e.g. \"{WEIGHTS}\")")
+    try:
+        validate({"model": spec["model"]})
+    except ConfigError as exc:
+        raise FileFormatError(f"model file {str(spec_path)!r}: {exc}") from None
+    weights = spec_path.parent / name
     if not weights.exists():
         raise FileFormatError(f"weights file {str(weights)!r} does not exist")
     return spec, weights
@@ -185,10 +232,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu"
     except (SafetensorError, OSError, ValueError) as exc:
         raise FileFormatError(f"weights file {str(weights)!r} cannot be read: {exc}") from None
     try:
-        model = build_model(ModelConfig(**spec["model"]), in_dim=spec["in_dim"],
+        model = build_model(validate({"model": spec["model"]}).model, in_dim=spec["in_dim"],
                             out_dim=spec["out_dim"])
-    except Exception as exc:
-        raise FileFormatError(f"model file {str(weights)!r}: bad architecture: {exc}") from None
+    except NNFinError as exc:
+        raise FileFormatError(f"model file {str(weights.with_name(SPEC))!r}: {exc}") from None
     state = {k: v for k, v in tensors.items() if not k.startswith("scaler.")}
     dtype = getattr(torch, spec.get("dtype", "float32"))
     model = model.to(dtype)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import re
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -42,20 +41,13 @@ from nnfin import files
 from nnfin.config import ModelConfig
 from nnfin.data.scaling import Standardizer
 from nnfin.errors import FileFormatError
-from nnfin.io import SPEC, WEIGHTS, load_model, safetensors_problem, save_model
+from nnfin.io import SPEC, WEIGHTS, load_model, pickle_refusal, safetensors_problem, save_model
 from nnfin.models import MLP, MLPLow, Polynomial
 from nnfin.runs import Run
 from nnfin.train.checkpoint import MAGIC, load_checkpoint
 
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".tar", ".bin")
 TRUST_HINT = "pass --trust (CLI) / trust=True (Python) only for a file you trust"
-# Words in torch's weights_only refusals across versions: "Weights only load failed",
-# "Unsupported global: GLOBAL x.y was not an allowed global", "unsupported GLOBAL x.y whose
-# module x is blocked", "Unsupported operand", ...
-REFUSAL_MARKERS = ("weights only", "weights_only", "global", "unsupported", "blocked",
-                   "allowlist", "safe_globals")
-
-
 def model_config(model: nn.Module) -> tuple[dict[str, Any], int, int]:
     """The ``[model]`` table and input/output widths that rebuild one of nnfin's models.
 
@@ -242,26 +234,6 @@ def _check_zip(p: Path) -> None:
                               f"(checksum of its entry {bad!r} does not match)")
 
 
-def _is_refusal(exc: pickle.UnpicklingError) -> bool:
-    """Whether torch's weights_only unpickler refused a global (any torch version's wording)."""
-    text = str(exc).lower()
-    return any(marker in text for marker in REFUSAL_MARKERS)
-
-
-def _refused_global(exc: pickle.UnpicklingError) -> str:
-    """`` (global os.system)`` for the global torch refused, or ``""`` when it names none."""
-    text = str(exc)
-    found = (re.search(r"\bGLOBAL\s+([\w.]+)", text)
-             or re.search(r"\bglobal:?\s+([A-Za-z_][\w]*(?:\.[\w]+)+)", text, re.IGNORECASE))
-    if not found:
-        return ""
-    name = found.group(1).rstrip(".")
-    for builtin, public in (("posix.", "os."), ("nt.", "os.")):
-        if name.startswith(builtin):
-            name += f", i.e. {public}{name.removeprefix(builtin)}"
-    return f" (global {name})"
-
-
 def _load_torch(p: Path, *, trust: bool, device: str | torch.device) -> Any:
     size = p.stat().st_size
     if size == 0:
@@ -285,9 +257,10 @@ def _load_torch(p: Path, *, trust: bool, device: str | torch.device) -> Any:
             warnings.simplefilter("ignore")  # torch's notes about pickle protocols
             return torch.load(p, map_location=device, weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        if not trust and _is_refusal(exc):
+        refused = None if trust else pickle_refusal(exc)
+        if refused is not None:
             raise FileFormatError(
-                f"model file {str(p)!r} holds pickled Python objects{_refused_global(exc)} "
+                f"model file {str(p)!r} holds pickled Python objects{refused} "
                 f"that can run code when loaded, so nnfin refused to unpickle it; "
                 f"{TRUST_HINT}") from None
         raise FileFormatError(f"model file {str(p)!r} is truncated or corrupted: "

@@ -82,7 +82,8 @@ def report(
     out: Path | None = typer.Option(None, "--out", "-o",
                                     help="Folder for the report (default <run>/report)."),
     force: bool = typer.Option(False, "--force",
-                               help="Replace report files already in the --out folder."),
+                               help="Replace report files already in the --out folder (the run's own "
+                               "report/ folder is nnfin's, and always rewritten)."),
 ) -> None:
     """Evaluate a finance run: MSE, RMSE, MAE, MAPE, R², max error; Greeks; IV solvers."""
     from nnfin.app.report import check_memory, finance_kind, write_report

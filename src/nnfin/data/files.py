@@ -28,9 +28,17 @@ def read_frame(path: str | Path, *, field: str = "[data] path") -> pd.DataFrame:
         raise DataError(f"{field} = {str(p)!r}: unsupported file type {suffix!r}; use .csv or .parquet")
     try:
         frame = pd.read_csv(p) if suffix == ".csv" else pd.read_parquet(p)
+        # pandas renames a repeated CSV header ("x", "x" -> "x", "x.1"): read the names as written
+        header = pd.read_csv(p, nrows=1, header=None, dtype=str).iloc[0] if suffix == ".csv" \
+            else frame.columns
+        names = [str(c) for c in header]
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{field} = {str(p)!r} cannot be read: {reason}") from None
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise DataError(f"{field} = {str(p)!r} has two columns named {twice!r}; give every column "
+                        "its own name")
     if frame.empty:
         raise DataError(f"{field} = {str(p)!r} holds no rows")
     return frame

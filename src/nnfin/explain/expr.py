@@ -215,11 +215,15 @@ def parse_value(text: str, field_name: str = "value") -> torch.Tensor:
 
     nested = literal(tree)
     try:
-        return torch.tensor(nested, dtype=torch.get_default_dtype())
+        value = torch.tensor(nested, dtype=torch.get_default_dtype())
     except (ValueError, TypeError):
         raise ConfigError(
             f"{field_name} {_one_line(text)!r} is not rectangular (rows of different lengths)"
         ) from None
+    if not bool(torch.isfinite(value).all()):
+        raise ConfigError(f"{field_name} {_one_line(text)!r} is not a finite number "
+                          f"(it evaluates to {value.flatten()[~torch.isfinite(value.flatten())][0].item()})")
+    return value
 
 
 def parse_assignment(text: str, option: str = "--set") -> tuple[str, str]:

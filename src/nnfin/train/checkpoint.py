@@ -27,6 +27,7 @@ import torch
 
 from nnfin import files
 from nnfin.errors import FileFormatError
+from nnfin.io import pickle_refusal
 from nnfin.train.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -103,6 +104,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as exc:
+        refused = pickle_refusal(exc)
+        if refused is not None:
+            raise FileFormatError(f"checkpoint {str(path)!r} holds pickled Python objects{refused} "
+                                  "that could run code; nnfin never unpickles checkpoints, so it "
+                                  "was not loaded (nnfin did not write it, or it was replaced)") from None
         reason = str(exc).strip().splitlines()[0][:200]
         raise FileFormatError(f"checkpoint {str(path)!r} cannot be loaded safely: {reason}") \
             from None

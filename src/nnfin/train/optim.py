@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from torch.optim import lr_scheduler
-from torch.optim.optimizer import _use_grad_for_differentiable
 
 from nnfin.config import OptimConfig
 
@@ -34,7 +33,12 @@ CLOSURE_OPTIMIZERS = ("lbfgs",)
 # optimizers call the same functions without those wrappers: the same arithmetic, state dicts
 # and hooks (the profiler hook torch adds to ``step`` stays), without the import.
 _EAGER_METHODS = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
-_USE_GRAD_CODE = _use_grad_for_differentiable(lambda self: None).__code__
+try:  # a private helper of torch.optim: without it (another torch), torch's own step runs
+    from torch.optim.optimizer import _use_grad_for_differentiable
+
+    _USE_GRAD_CODE: Any = _use_grad_for_differentiable(lambda self: None).__code__
+except (ImportError, AttributeError, TypeError):
+    _USE_GRAD_CODE = None
 
 
 def _dynamo_loaded() -> bool:
@@ -81,7 +85,8 @@ def _eager_step(base: type) -> Callable[..., Any]:
 
     def step(self: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
         torch_step = _torch_step(base)
-        if _dynamo_loaded() or getattr(torch_step, "__code__", None) is not _USE_GRAD_CODE:
+        if _dynamo_loaded() or _USE_GRAD_CODE is None \
+                or getattr(torch_step, "__code__", None) is not _USE_GRAD_CODE:
             return torch_step(self, closure)
         prev = torch.is_grad_enabled()
         try:
