@@ -75,6 +75,9 @@ def _refused_global(exc: BaseException) -> str:
     return f" (global {name})"
 
 
+USER_KIND = "user"  # model.json's "model" kind for a network given as fit(model=...)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -172,7 +175,8 @@ def read_spec(path: str | Path) -> tuple[dict[str, Any], Path]:
                               f"{json.dumps(name)[:200]} must be the name of a file beside it "
                               f"(e.g. \"{WEIGHTS}\")")
     try:
-        validate({"model": spec["model"]})
+        if spec["model"].get("kind") != USER_KIND:  # a network of the user's own: no [model] table
+            validate({"model": spec["model"]})
     except ConfigError as exc:
         raise FileFormatError(f"model file {str(spec_path)!r}: {exc}") from None
     weights = spec_path.parent / name
@@ -214,12 +218,21 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu"
+def load_model(path: str | Path, *, device: str | torch.device = "cpu", model: nn.Module | None = None
                ) -> tuple[nn.Module, dict[str, Any], Standardizer | None]:
-    """Rebuild a saved model (no pickle): returns ``(model, spec, scaler)`` on ``device``."""
+    """Rebuild a saved model (no pickle): returns ``(model, spec, scaler)`` on ``device``.
+
+    ``model``: a module to load the weights into, needed for a network of the user's own
+    (``"kind": "user"`` in ``model.json``: nnfin cannot rebuild its class).
+    """
     from nnfin.models import build_model  # late import: models import config only
 
     spec, weights = read_spec(path)
+    user = spec["model"].get("kind") == USER_KIND
+    if user and model is None:
+        raise FileFormatError(f"{str(weights.with_name(SPEC))!r} holds a network of your own "
+                              f"(class {spec['model'].get('class')!r}); pass model=YourNet(...) "
+                              "built as it was trained, e.g. nnfin.load_run(folder, model=net)")
     problem = safetensors_problem(weights)
     if problem:
         raise FileFormatError(f"weights file {str(weights)!r} {problem}")
@@ -232,8 +245,9 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu"
     except (SafetensorError, OSError, ValueError) as exc:
         raise FileFormatError(f"weights file {str(weights)!r} cannot be read: {exc}") from None
     try:
-        model = build_model(validate({"model": spec["model"]}).model, in_dim=spec["in_dim"],
-                            out_dim=spec["out_dim"])
+        if model is None:
+            model = build_model(validate({"model": spec["model"]}).model, in_dim=spec["in_dim"],
+                                out_dim=spec["out_dim"])
     except NNFinError as exc:
         raise FileFormatError(f"model file {str(weights.with_name(SPEC))!r}: {exc}") from None
     state = {k: v for k, v in tensors.items() if not k.startswith("scaler.")}

@@ -34,12 +34,22 @@ from nnfin import files
 from nnfin.config import Config, RunConfig, load_config
 from nnfin.data.scaling import Standardizer
 from nnfin.errors import ConfigError, DataError, FileFormatError, NNFinError
-from nnfin.io import load_model
+from nnfin.io import USER_KIND, load_model
 
 
 @dataclass
 class Run:
-    """A trained model with its config, scaling, history and metrics."""
+    """A trained model with its config, scaling, history and metrics.
+
+    Units: ``run.model(x)`` works in the standardized units the network was trained in (inputs
+    and outputs scaled by ``run.scaler``); :meth:`predict` (NumPy out) and
+    :meth:`predict_tensor` (torch in and out, differentiable) take and give the data's units.
+
+    >>> run = load_run("runs/my-run")  # doctest: +SKIP
+    >>> run.predict([[0.5]])  # data units, NumPy  # doctest: +SKIP
+    >>> x = torch.tensor([[0.5]], requires_grad=True)  # doctest: +SKIP
+    >>> run.predict_tensor(x).sum().backward(); x.grad  # dy/dx in data units  # doctest: +SKIP
+    """
 
     config: Config
     model: nn.Module
@@ -57,6 +67,29 @@ class Run:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """The network in the data's units, differentiable: ``x`` (n, n_features) in the data's
+        units -> (n, n_targets) in the data's units, scaling applied and undone with autograd
+        (so ``torch.autograd.grad`` gives dy/dx in the data's units). The result keeps ``x``'s
+        dtype and device is the model's.
+
+        >>> y = run.predict_tensor(torch.linspace(0, 1, 5).reshape(-1, 1))  # doctest: +SKIP
+        """
+        if not torch.is_tensor(x):
+            raise DataError(f"predict_tensor takes a torch.Tensor, got {type(x).__name__}; "
+                            "use predict for arrays and tables")
+        if x.dim() != 2 or x.shape[1] != len(self.features):
+            raise DataError(f"input has shape {tuple(x.shape)}; expected (n, {len(self.features)}) "
+                            f"for features {self.features!r}")
+        param = next(self.model.parameters())
+        t = x.to(param.device)
+        if self.scaler is not None:
+            t = (t - self.scaler.x_mean.to(t)) / self.scaler.x_std.to(t)
+        out = self.model(t.to(param.dtype)).to(x.dtype)
+        if self.scaler is not None:
+            out = out * self.scaler.y_std.to(out) + self.scaler.y_mean.to(out)
+        return out
 
     @torch.no_grad()
     def predict(self, x: Any) -> np.ndarray:
@@ -105,8 +138,23 @@ def new_run_dir(cfg: Config) -> Path:
     return create_run_dir(cfg)[0]
 
 
-def create_run_dir(cfg: Config) -> tuple[Path, bool]:
-    """Like :func:`new_run_dir`; also says whether the folder was made (``False``: it existed, empty)."""
+# what marks a previous run of each kind (``force`` replaces only such a folder's own files)
+RUN_MARKERS = {"fit": ("config.toml", "metrics.json"), "cv": ("config.toml", "cv.json")}
+# the files nnfin writes into a run folder (``plots/loss.png``...); :func:`clear_run` removes them
+RUN_FILES = ("config.toml", "metrics.json", "history.csv", "model.safetensors", "model.json",
+             "gradients.safetensors", "cv.csv", "cv.json", "plots/loss.png", "plots/fit.png",
+             "checkpoints/last.ckpt", "checkpoints/prev.ckpt", "checkpoints/best.ckpt",
+             "report/metrics.csv", "report/iv_solvers.csv", "report/report.json",
+             "report/error_surface.png", "report/greeks.png")
+
+
+def create_run_dir(cfg: Config, *, force: bool = False, kind: str = "fit") -> tuple[Path, bool]:
+    """Like :func:`new_run_dir`; also says whether the folder was made (``False``: it existed).
+
+    With ``force``, ``[run] dir`` may also hold a previous run of the same ``kind`` (``fit``:
+    its ``config.toml`` and ``metrics.json``; ``cv``: ``config.toml`` and ``cv.json``), whose
+    files the caller then replaces (:func:`clear_run`); any other non-empty folder is refused.
+    """
     rc: RunConfig = cfg.run
     if rc.dir:
         path = Path(rc.dir)
@@ -114,8 +162,15 @@ def create_run_dir(cfg: Config) -> tuple[Path, bool]:
             raise ConfigError(f"[run] dir = {rc.dir!r} is a symbolic link to a missing folder; "
                               "remove the link or choose another folder")
         if path.exists() and (not path.is_dir() or any(p.name != files.LOCK_NAME for p in path.iterdir())):
-            raise ConfigError(f"[run] dir = {rc.dir!r} already exists and is not empty; "
-                              "choose another folder (nothing was overwritten)")
+            markers = RUN_MARKERS.get(kind, ())
+            if not force:
+                raise ConfigError(f"[run] dir = {rc.dir!r} already exists and is not empty; "
+                                  "choose another folder (nothing was overwritten), or pass --force "
+                                  f"(force=True) to replace a previous nnfin {kind} run there")
+            if not path.is_dir() or not markers or not all((path / m).is_file() for m in markers):
+                raise ConfigError(f"[run] dir = {rc.dir!r} is not empty and is not a previous nnfin "
+                                  f"{kind} run (no {' and '.join(markers)}); force replaces only "
+                                  "such a run: choose another folder (nothing was overwritten)")
         existed = path.is_dir()
         _mkdir(path, exist_ok=True)
         return path, not existed
@@ -136,6 +191,19 @@ def _mkdir(path: Path, *, exist_ok: bool) -> bool:
     except NNFinError as exc:
         raise ConfigError(str(exc)) from None
     return made or exist_ok
+
+
+def clear_run(path: Path) -> None:
+    """Remove nnfin's own files of a previous run in ``path`` (:data:`RUN_FILES`, TensorBoard
+    event files, and the subfolders nnfin made once they are empty); nothing else is touched."""
+    for name in RUN_FILES:
+        files.remove(path / name)
+    board = path / "tensorboard"
+    if board.is_dir() and not board.is_symlink():
+        for event in board.glob("events.out.tfevents.*"):
+            files.remove(event)
+    for sub in ("plots", "checkpoints", "report", "tensorboard"):
+        files.remove(path / sub)  # only if empty
 
 
 def abandon_run_dir(path: Path, created: bool) -> None:
@@ -225,8 +293,19 @@ def read_history(run_dir: str | Path) -> pd.DataFrame:
 
 
 
-def load_run(path: str | Path, *, device: str | torch.device = "cpu") -> Run:
-    """Open a run folder written by ``nnfin fit`` (weights via safetensors, never pickle)."""
+def load_run(path: str | Path, *, device: str | torch.device = "cpu",
+             model: nn.Module | None = None) -> Run:
+    """Open a run folder written by ``nnfin fit``, or a model folder written by
+    :func:`nnfin.save` (weights via safetensors, never pickle).
+
+    A run of your own network (``nnfin.fit(..., model=MyNet())``) loads its weights into
+    ``model``, which must be built as the trained one was; without it the run is refused.
+    A model folder has no config, history or metrics: its :class:`Run` predicts with the
+    stored scaling.
+
+    >>> run = load_run("runs/my-net", model=MyNet())  # doctest: +SKIP
+    >>> run.predict([[0.5]])  # doctest: +SKIP
+    """
     run_dir = Path(path)
     if run_dir.is_file():
         raise FileFormatError(f"{str(run_dir)!r} is a file, not a run folder; load_run opens a run "
@@ -234,6 +313,10 @@ def load_run(path: str | Path, *, device: str | torch.device = "cpu") -> Run:
                               "nnfin.load(path) (nnfin predict FILE on the command line)")
     if not run_dir.is_dir():
         raise FileFormatError(f"run folder {str(run_dir)!r} does not exist")
+    if not (run_dir / "config.toml").exists() and (run_dir / "model.json").is_file():
+        net, spec, scaler = load_model(run_dir, device=device, model=model)
+        raw = {} if spec["model"].get("kind") == USER_KIND else {"model": spec["model"]}
+        return Run(load_config(raw), net, scaler, spec["features"], spec["targets"], dir=run_dir)
     if not (run_dir / "config.toml").exists():
         raise FileFormatError(f"{str(run_dir)!r} is not a run folder (no config.toml)")
     cfg = load_config(run_dir / "config.toml")
@@ -247,6 +330,6 @@ def load_run(path: str | Path, *, device: str | torch.device = "cpu") -> Run:
     if not (run_dir / "model.json").exists():
         status = metrics.get("status", "unknown")
         raise FileFormatError(f"run {str(run_dir)!r} has no saved model (status: {status})")
-    model, spec, scaler = load_model(run_dir, device=device)
-    return Run(cfg, model, scaler, spec["features"], spec["targets"], read_history(run_dir),
+    net, spec, scaler = load_model(run_dir, device=device, model=model)
+    return Run(cfg, net, scaler, spec["features"], spec["targets"], read_history(run_dir),
                metrics, run_dir)

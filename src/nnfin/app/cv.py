@@ -16,24 +16,39 @@ from pathlib import Path
 from typing import Any
 
 from nnfin import files
-from nnfin.config import Config, load_config, tune_section
+from nnfin.config import Config, tune_section
 from nnfin.errors import NNFinError
 from nnfin.train.folds import CVResult, evaluate_candidates, make_folds
 
 
 def cross_validate(config: Config | dict | str | Path | None = None, *, folds: int | None = None,
-                   overrides: Sequence[str] = (), write: bool = True, progress: bool = False,
-                   console: Any = None) -> CVResult:
+                   overrides: str | Sequence[str] = (), run_dir: str | Path | None = None,
+                   device: str | None = None, force: bool = False, data: Any = None,
+                   features: str | Sequence[str] | None = None,
+                   target: str | Sequence[str] | None = None, write: bool = True,
+                   progress: bool = False, console: Any = None) -> CVResult:
     """K-fold cross-validation of one configuration (``nnfin cv``); writes ``cv.csv`` and
     ``cv.json`` into a new run folder unless ``write=False``.
 
     ``folds`` overrides ``[tune] folds``; the metric, seed and inner validation share come
-    from ``[tune]`` too.
+    from ``[tune]`` too. ``run_dir``, ``device`` and ``force`` are the command line's options
+    (``force`` replaces a previous ``nnfin cv`` run in ``run_dir``, nothing else); ``data``
+    (with ``features``/``target``) cross-validates in-memory samples, as :func:`nnfin.fit`.
+
+    >>> res = cross_validate(data=(x, y), folds=5, write=False)  # doctest: +SKIP
     """
-    extra = [f"tune.folds={folds}"] if folds is not None else []
-    cfg = load_config(config, [*overrides, *extra])
+    from nnfin.app.fit import option_overrides, prepare
+
+    cfg, frame = prepare(config, option_overrides(overrides, folds=folds, run_dir=run_dir,
+                                                  device=device),
+                         data=data, features=features, target=target)
     tc = tune_section(cfg)
-    plan = make_folds(cfg, tc.folds, seed=tc.seed, inner_val=tc.inner_val)
+    arrays = None
+    if frame is not None:
+        from nnfin.data.samples import load_samples
+
+        arrays = load_samples(cfg.data, frame=frame)
+    plan = make_folds(cfg, tc.folds, seed=tc.seed, inner_val=tc.inner_val, arrays=arrays)
     bar = None
     if progress and cfg.train.progress:
         from nnfin.tune.progress import SearchProgress
@@ -41,10 +56,12 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
         bar = SearchProgress(console, folds=plan.k)
     run_dir, made, lock = None, False, None
     if write:
-        from nnfin.runs import abandon_run_dir, create_run_dir
+        from nnfin.runs import abandon_run_dir, clear_run, create_run_dir
 
-        run_dir, made = create_run_dir(cfg)
+        run_dir, made = create_run_dir(cfg, force=force, kind="cv")
         lock = files.RunLock(run_dir, "nnfin cv").acquire()
+        if force:
+            clear_run(run_dir)
     started = time.perf_counter()
     try:
         if run_dir is not None:

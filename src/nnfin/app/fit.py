@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,41 +20,148 @@ from nnfin.config import Config, load_config
 from nnfin.data import Data, build_data
 from nnfin.data.finance_bridge import FINANCE_KINDS
 from nnfin.device import resolve_device
-from nnfin.errors import NNFinError
-from nnfin.io import save_model, versions
+from nnfin.errors import ConfigError, NNFinError
+from nnfin.io import USER_KIND, save_model, versions
 from nnfin.metrics import regression_metrics
 from nnfin.models import Polynomial, build_model
 from nnfin.models.polynomial import least_squares
-from nnfin.runs import Run, abandon_run_dir, create_run_dir, write_json
+from nnfin.runs import Run, abandon_run_dir, clear_run, create_run_dir, write_json
 from nnfin.train.callbacks import Callback, EarlyStopping, ProgressBar
 from nnfin.train.loop import Trainer, seed_everything
 
 
-def fit(config: Config | dict | str | Path | None = None, *, overrides: Sequence[str] = (),
+def fit(config: Config | dict | str | Path | None = None, *, overrides: str | Sequence[str] = (),
+        run_dir: str | Path | None = None, device: str | None = None, force: bool = False,
+        tensorboard: bool = False, compile: bool = False, distributed: bool = False,
+        data: Any = None, features: str | Sequence[str] | None = None,
+        target: str | Sequence[str] | None = None, model: torch.nn.Module | None = None,
         callbacks: Sequence[Callback] = (), progress: bool = False, write: bool = True,
         console: Any = None) -> Run:
     """Train the model a config describes and (by default) write its run folder.
 
     ``config`` is a :class:`Config`, a dict of sections, a TOML path, or ``None`` for the
     lecture's default (``mlp`` 1-6-6-1 sigmoid on cos(x) with Adam). ``overrides`` are
-    ``"section.key=value"`` strings, as ``--set`` on the command line.
+    ``"section.key=value"`` strings (one or a list), as ``--set`` on the command line; the
+    other keywords are the command line's options (``run_dir`` is ``-o/--run-dir``).
+
+    ``force=True`` writes the new run into ``run_dir`` when it holds a previous ``nnfin fit``
+    run (its ``config.toml`` and ``metrics.json``), replacing nnfin's own files there; any
+    other non-empty folder is refused, with or without ``force``.
+
+    ``data`` trains on in-memory samples instead of ``[data]``'s source: a DataFrame (columns
+    picked by ``features``/``target`` or ``[data] features``/``target``) or a pair ``(X, y)``
+    of arrays (columns named by ``features``, default ``x1, x2, ...``, and ``target``, default
+    ``y``); they are split, scaled and hashed as a file's are. ``model`` trains your own
+    ``torch.nn.Module`` (inputs ``(n, n_features)``, outputs ``(n, n_targets)``) in the same
+    loop, run folder and checkpoints; reopen it with ``nnfin.load_run(dir, model=MyNet())``.
+
+    >>> run = fit(data=(x, y), model=MyNet(), overrides="train.epochs=50")  # doctest: +SKIP
     """
-    cfg = load_config(config, overrides)
-    trainer, run_dir = build_trainer(cfg, write=write, callbacks=callbacks, progress=progress,
-                                     console=console)
+    cfg, frame = prepare(config, option_overrides(
+        overrides, run_dir=run_dir, device=device, tensorboard=tensorboard, compile=compile,
+        distributed=distributed), data=data, features=features, target=target)
+    trainer, out_dir = build_trainer(cfg, write=write, callbacks=callbacks, progress=progress,
+                                     console=console, frame=frame, model=model, force=force)
     try:
         trainer.fit()
-        return finish_run(trainer, run_dir)
+        return finish_run(trainer, out_dir)
     finally:
-        release_run_dir(run_dir)
+        release_run_dir(out_dir)
+
+
+def as_list(overrides: str | Sequence[str] | None) -> list[str]:
+    """``overrides`` as a list: one ``"section.key=value"`` string or several.
+
+    >>> as_list("train.epochs=5")
+    ['train.epochs=5']
+    """
+    if overrides is None:
+        return []
+    return [overrides] if isinstance(overrides, str) else list(overrides)
+
+
+# keyword (= command-line option) -> config key; the strings are quoted as TOML
+_OPTION_KEYS = {"run_dir": "run.dir", "device": "train.device", "tensorboard": "train.tensorboard",
+                "compile": "train.compile", "distributed": "train.distributed",
+                "folds": "tune.folds", "trials": "tune.trials", "storage": "tune.storage",
+                "study": "tune.study", "strategy": "tune.strategy"}
+_QUOTED = {"storage", "study", "strategy"}
+
+
+def option_overrides(overrides: str | Sequence[str] | None = (), **options: Any) -> list[str]:
+    """``overrides`` followed by the overrides the command line's options stand for (unset
+    options - ``None`` or ``False`` - add none); the options come last, so they win.
+
+    >>> option_overrides("optim.lr=0.01", device="cpu", compile=True, trials=None)
+    ['optim.lr=0.01', 'train.device=cpu', 'train.compile=true']
+    """
+    out = as_list(overrides)
+    for name, value in options.items():
+        if value is None or value is False:
+            continue
+        key = _OPTION_KEYS[name]
+        if value is True:
+            out.append(f"{key}=true")
+        elif name in _QUOTED:
+            out.append(f'{key}="{value}"')
+        else:
+            out.append(f"{key}={value}")
+    return out
+
+
+def prepare(config: Config | dict | str | Path | None, overrides: Sequence[str], *, data: Any = None,
+            features: str | Sequence[str] | None = None, target: str | Sequence[str] | None = None
+            ) -> tuple[Config, Any]:
+    """The config and, for in-memory ``data``, its table (``None`` otherwise).
+
+    In-memory data make ``[data]`` a ``kind = "file"`` table without a path whose
+    ``features``/``target`` name the columns.
+
+    >>> cfg, frame = prepare(None, [], data=(np.zeros((8, 2)), np.zeros(8)))  # doctest: +SKIP
+    >>> cfg.data.features, list(frame.columns)  # doctest: +SKIP
+    (['x1', 'x2'], ['x1', 'x2', 'y'])
+    """
+    cfg = load_config(config, as_list(overrides))
+    if data is None:
+        if features is not None or target is not None:
+            raise ConfigError("features=/target= name the columns of in-memory data=; for a file "
+                              "set [data] features/target")
+        return cfg, None
+    from nnfin.data.samples import memory_frame
+
+    frame, feats, targs = memory_frame(data, features=features or cfg.data.features,
+                                       target=target or cfg.data.target)
+    raw = cfg.to_dict()
+    raw["data"] = {**raw.get("data", {}), "kind": "file"}
+    raw["data"].pop("path", None)
+    for key, value in (("features", feats), ("target", targs)):
+        if value is not None:
+            raw["data"][key] = value
+        else:
+            raw["data"].pop(key, None)
+    return load_config(raw), frame
+
+
+_USER_MODELS: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
+
+
+def user_model_spec(model: torch.nn.Module) -> dict[str, Any] | None:
+    """``model.json``'s ``"model"`` entry for a network given as ``model=`` (``None`` for one
+    nnfin built from ``[model]``)."""
+    if model not in _USER_MODELS:
+        return None
+    cls = type(model)
+    return {"kind": USER_KIND, "class": f"{cls.__module__}.{cls.__qualname__}"}
 
 
 def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = None,
                   callbacks: Sequence[Callback] = (), progress: bool = False,
-                  console: Any = None) -> tuple[Trainer, Path | None]:
+                  console: Any = None, frame: Any = None, model: torch.nn.Module | None = None,
+                  force: bool = False) -> tuple[Trainer, Path | None]:
     """Seed, build data and model on the device, create the run folder and the callbacks.
 
     Used by :func:`fit` and by resume, so a resumed run is rebuilt exactly as it was built.
+    ``frame`` holds in-memory samples; ``model`` is a network of the caller's own.
     """
     device = resolve_device(cfg.train.device, cfg.train.dtype)
     if cfg.train.distributed:
@@ -62,19 +170,26 @@ def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = Non
         run_dir = run_dir if distributed.is_main() else None
         progress = progress and distributed.is_main()
     seed_everything(cfg.train.seed)
-    data = build_data(cfg.data, device=device, dtype=cfg.train.dtype)
+    data = build_data(cfg.data, device=device, dtype=cfg.train.dtype, frame=frame)
     torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
-    model = build_model(cfg.model, in_dim=data.in_dim, out_dim=data.out_dim)
+    if model is None:
+        model = build_model(cfg.model, in_dim=data.in_dim, out_dim=data.out_dim)
+    elif not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"model = {type(model).__name__}: give a torch.nn.Module")
+    else:
+        _USER_MODELS.add(model)
     model = model.to(device=device, dtype=getattr(torch, cfg.train.dtype))
     new = write and run_dir is None
     made = False
     if new:  # made and locked before anything is written; see release_run_dir
-        run_dir, made = create_run_dir(cfg)
+        run_dir, made = create_run_dir(cfg, force=force, kind="fit")
         try:
             files.RunLock(run_dir, "nnfin fit").acquire()
         except NNFinError:
             abandon_run_dir(run_dir, made)
             raise
+        if force:
+            clear_run(run_dir)
     try:
         trainer = Trainer(model, data, cfg, callbacks=_callbacks(cfg, data.digest, run_dir, progress,
                                                                  console, callbacks))
@@ -190,7 +305,7 @@ def write_run(run: Run, trainer: Trainer) -> None:
     files.write_text(run_dir / "config.toml", run_config_toml(cfg), force=True)
     files.write_frame(run_dir / "history.csv", run.history, force=True)
     if run.status != "diverged":
-        save_model(run_dir, run.model, cfg.model.model_dump(mode="json"),
+        save_model(run_dir, run.model, user_model_spec(run.model) or cfg.model.model_dump(mode="json"),
                    features=run.features, targets=run.targets, scaler=run.scaler,
                    dtype=cfg.train.dtype)
         grads = final_gradients(trainer)

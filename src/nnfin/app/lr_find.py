@@ -229,7 +229,7 @@ def figure(res: LRFindResult, title: str = "learning-rate range test") -> Any:
     return fig
 
 
-def lr_find(config: Config | dict | str | Path | None = None, *, overrides: Sequence[str] = (),
+def lr_find(config: Config | dict | str | Path | None = None, *, overrides: str | Sequence[str] = (),
             start: float = 1e-7, end: float = 10.0, steps: int = 100, plot: str | Path | None = None,
             write: bool = True, force: bool = False) -> LRFindResult:
     """The range test on the training loop of a config: its model, optimizer, mini-batches, loss,

@@ -82,18 +82,28 @@ def _storage_and_folder(cfg: Config, *, worker: bool, write: bool
     return storage, url, run_dir, continued
 
 
-def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequence[str] = (),
-         worker: bool = False, write: bool = True, progress: bool = False,
-         console: Any = None) -> TuneResult:
+def tune(config: Config | dict | str | Path | None = None, *, overrides: str | Sequence[str] = (),
+         run_dir: str | Path | None = None, storage: str | None = None, study: str | None = None,
+         trials: int | None = None, folds: int | None = None, strategy: str | None = None,
+         device: str | None = None, worker: bool = False, data: Any = None,
+         features: str | Sequence[str] | None = None, target: str | Sequence[str] | None = None,
+         write: bool = True, progress: bool = False, console: Any = None) -> TuneResult:
     """Search ``[tune.space]`` by K-fold CV; write the ranking, ``tune/`` outputs and the refit.
 
     With ``worker=True`` this process only runs trials of a shared study (``[tune] storage``
     must be a database every worker reaches) and writes nothing locally. ``write=False``
     writes nothing either (no run folder, no refit; the default SQLite storage becomes memory).
-    """
-    import optuna
+    ``run_dir``, ``storage``, ``study``, ``trials``, ``folds``, ``strategy`` and ``device`` are
+    the command line's options; a ``run_dir`` that holds a search continues its study (a note
+    says so). ``data`` (with ``features``/``target``) searches on in-memory samples.
 
-    cfg = load_config(config, overrides)
+    >>> res = tune("search.toml", trials=20, run_dir="runs/search")  # doctest: +SKIP
+    """
+    from nnfin.app.fit import option_overrides, prepare
+
+    cfg, frame = prepare(config, option_overrides(
+        overrides, storage=storage, study=study, strategy=strategy, trials=trials, folds=folds,
+        run_dir=run_dir, device=device), data=data, features=features, target=target)
     tc = tune_section(cfg)
     params = parse_space(tc.space)
     if not params:
@@ -101,8 +111,24 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
                           '"optim.lr" = {low = 1e-4, high = 1e-1, log = true}')
     check_values(cfg, params)
     budget = trial_budget(tc, params)
-    folds = make_folds(cfg, tc.folds, seed=tc.seed, inner_val=tc.inner_val)
-    storage, url, run_dir, continued = _storage_and_folder(cfg, worker=worker, write=write)
+    arrays = None
+    if frame is not None:
+        from nnfin.data.samples import load_samples
+
+        arrays = load_samples(cfg.data, frame=frame)
+    plan = make_folds(cfg, tc.folds, seed=tc.seed, inner_val=tc.inner_val, arrays=arrays)
+    store, url, out_dir, continued = _storage_and_folder(cfg, worker=worker, write=write)
+    return _search(cfg, params, budget, plan, store, url, out_dir, continued, worker=worker,
+                   frame=frame, progress=progress, console=console)
+
+
+def _search(cfg: Config, params: Any, budget: int, folds: Any, storage: Any, url: str | None,
+            run_dir: Path | None, continued: bool, *, worker: bool, frame: Any, progress: bool,
+            console: Any) -> TuneResult:
+    """The search of :func:`tune` once its folds, storage and run folder are set."""
+    import optuna
+
+    tc = tune_section(cfg)
     lock = files.RunLock(run_dir, "nnfin tune").acquire() if run_dir is not None else None
     study = None
     try:
@@ -117,6 +143,9 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
                                     sampler=make_sampler(tc, params, seed), pruner=make_pruner(tc))
         _check_same_search(study, cfg)
         notes = [f"study {name!r} in {masked(url) if url else 'memory'}"]
+        if continued:
+            notes.append(f"run folder {str(run_dir)!r} holds this search: its study is continued "
+                         "(another run folder starts a new one)")
         done, _ = counts(study)
         if done:
             notes.append(f"continuing: {min(done, budget)} of {budget} trials already complete")
@@ -163,8 +192,6 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
 
         result = TuneResult(study, ranking(study, params), budget, tc.metric, dir=run_dir,
                             storage=masked(url) if url else "memory", interrupted=interrupted, notes=notes)
-        if continued and not interrupted:
-            notes.append(f"run folder {str(run_dir)!r} continued")
         if result.completed:
             result.best_params = dict(result.ranking.iloc[0]["params"])
             result.best_value = float(result.ranking.iloc[0]["mean"])
@@ -172,7 +199,8 @@ def tune(config: Config | dict | str | Path | None = None, *, overrides: Sequenc
         if run_dir is not None:
             write_outputs(run_dir, study, result, plots=cfg.run.plots)
             if result.best_config is not None and tc.refit and not interrupted:
-                result.run = refit(result.best_config, run_dir, progress=progress, console=console)
+                result.run = refit(result.best_config, run_dir, progress=progress, console=console,
+                                   frame=frame)
         return result
     except NNFinError:
         if lock is not None and not continued:
@@ -197,10 +225,11 @@ def refit_config(best: Config, run_dir: Path | None) -> Config:
     return load_config(raw)
 
 
-def refit(cfg: Config, run_dir: Path, *, progress: bool = False, console: Any = None) -> Run:
+def refit(cfg: Config, run_dir: Path, *, progress: bool = False, console: Any = None,
+          frame: Any = None) -> Run:
     """Train ``cfg`` once into ``run_dir`` (as ``nnfin fit`` does) and test it once."""
     from nnfin.app.fit import build_trainer, finish_run
 
-    trainer, _ = build_trainer(cfg, run_dir=run_dir, progress=progress, console=console)
+    trainer, _ = build_trainer(cfg, run_dir=run_dir, progress=progress, console=console, frame=frame)
     trainer.fit()
     return finish_run(trainer, run_dir)

@@ -44,6 +44,8 @@ def fit(
     set_: list[str] | None = SetOption,
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
     run_dir: str | None = typer.Option(None, "--run-dir", "-o", help="Run folder to create."),
+    force: bool = typer.Option(False, "--force", help="Replace a previous nnfin fit run in the "
+                               "--run-dir folder (any other non-empty folder is refused)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     tensorboard: bool = typer.Option(False, "--tensorboard",
                                      help="Write TensorBoard logs into <run>/tensorboard."),
@@ -53,18 +55,9 @@ def fit(
     """Train a model and write a run folder (config, metrics, history, weights, plots)."""
     from nnfin.app.fit import fit as api_fit
 
-    overrides = list(set_ or [])
-    if distributed:
-        overrides.append("train.distributed=true")
-    if compile_:
-        overrides.append("train.compile=true")
-    if device:
-        overrides.append(f"train.device={device}")
-    if tensorboard:
-        overrides.append("train.tensorboard=true")
-    if run_dir:
-        overrides.append(f"run.dir={run_dir}")
-    run = api_fit(config, overrides=overrides, progress=not quiet, console=console)
+    run = api_fit(config, overrides=list(set_ or []), run_dir=run_dir, device=device, force=force,
+                  tensorboard=tensorboard, compile=compile_, distributed=distributed,
+                  progress=not quiet, console=console)
     report(run)
 
 
@@ -73,19 +66,23 @@ def resume(
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="New total number of epochs."),
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="New total steps."),
     set_: list[str] | None = SetOption,
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | mps"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    tensorboard: bool = typer.Option(False, "--tensorboard",
+                                     help="Write TensorBoard logs into <run>/tensorboard."),
     distributed: bool = typer.Option(False, "--distributed", help="DDP; launch with torchrun."),
+    compile_: bool = typer.Option(False, "--compile", help="Train through torch.compile."),
 ) -> None:
     """Continue a run from its last checkpoint (exactly where it stopped)."""
     import warnings
 
     from nnfin.app.resume import resume as api_resume
 
-    set_ = [*(set_ or []), *(["train.distributed=true"] if distributed else [])]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run = api_resume(run_dir, epochs=epochs, iterations=iterations, overrides=list(set_ or []),
-                         progress=not quiet, console=console)
+                         device=device, tensorboard=tensorboard, compile=compile_,
+                         distributed=distributed, progress=not quiet, console=console)
     for w in caught:
         console.print(f"[yellow]note:[/yellow] {escape(str(w.message))}")
     report(run)

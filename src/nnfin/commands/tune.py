@@ -17,6 +17,7 @@ console = Console(highlight=False)
 FoldsOption = typer.Option(None, "--folds", "-k", help="K of the K-fold cross-validation (\\[tune] folds).")
 RunDirOption = typer.Option(None, "--run-dir", "-o", help="Run folder (an existing search is continued).")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+DeviceOption = typer.Option(None, "--device", help="auto | cpu | cuda | mps")
 
 
 def _g(v: float) -> str:
@@ -27,14 +28,17 @@ def cv(
     config: Path | None = typer.Argument(None, help="TOML config; none: the lecture's network."),
     folds: int | None = FoldsOption,
     set_: list[str] | None = SetOption,
-    run_dir: str | None = RunDirOption,
+    run_dir: str | None = typer.Option(None, "--run-dir", "-o", help="Run folder to create."),
+    device: str | None = DeviceOption,
+    force: bool = typer.Option(False, "--force", help="Replace a previous nnfin cv run in the "
+                               "--run-dir folder (any other non-empty folder is refused)."),
     quiet: bool = QuietOption,
 ) -> None:
     """K-fold cross-validation of one configuration: per-fold and mean ± std metrics."""
     from nnfin.app.cv import cross_validate
 
-    overrides = list(set_ or []) + ([f"run.dir={run_dir}"] if run_dir else [])
-    res = cross_validate(config, folds=folds, overrides=overrides, progress=not quiet, console=console)
+    res = cross_validate(config, folds=folds, overrides=list(set_ or []), run_dir=run_dir,
+                         device=device, force=force, progress=not quiet, console=console)
     table = Table(title=f"{len(res.folds)}-fold cross-validation (held-out folds, data units)")
     for col in ("fold", "MSE", "RMSE", "MAE", "R²", "loss", "epochs", "status", "n", "time s"):
         table.add_column(col, justify="left" if col in ("fold", "status") else "right")
@@ -86,22 +90,16 @@ def tune(
     strategy: str | None = typer.Option(None, "--strategy", help="grid | random | bayes."),
     worker: bool = typer.Option(False, "--worker", help="Only run trials of a shared study; "
                                 "report and refit are left to a plain nnfin tune."),
+    device: str | None = DeviceOption,
     top: int = typer.Option(10, "--top", min=1, help="Rows of the ranking to show."),
     quiet: bool = QuietOption,
 ) -> None:
     """Search \\[tune.space] by K-fold CV (grid, random or Bayesian), then refit and test the best."""
     from nnfin.app.tune import tune as api_tune
 
-    overrides = list(set_ or [])
-    for key, value in (("storage", storage), ("study", study), ("strategy", strategy)):
-        if value is not None:
-            overrides.append(f'tune.{key}="{value}"')
-    for key, value in (("trials", trials), ("folds", folds)):
-        if value is not None:
-            overrides.append(f"tune.{key}={value}")
-    if run_dir:
-        overrides.append(f"run.dir={run_dir}")
-    res = api_tune(config, overrides=overrides, worker=worker, progress=not quiet, console=console)
+    res = api_tune(config, overrides=list(set_ or []), run_dir=run_dir, storage=storage, study=study,
+                   trials=trials, folds=folds, strategy=strategy, device=device, worker=worker,
+                   progress=not quiet, console=console)
     for note in res.notes:
         console.print(f"[dim]{escape(note)}[/dim]")
     console.print(ranking_table(res, top))

@@ -9,19 +9,76 @@ finance generator, with the derivative targets of differential training when ask
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+import pandas as pd
 
 from nnfin.config import BUILTIN_TARGETS, DataConfig
 from nnfin.data.derivatives import derivative_columns, exact_derivative
 from nnfin.data.files import read_frame, table_arrays
 from nnfin.data.functions import sample_function
-from nnfin.errors import ConfigError
+from nnfin.errors import ConfigError, DataError
 
 Samples = tuple[np.ndarray, np.ndarray, list[str], list[str], "np.ndarray | None"]
 
+MEMORY_SOURCE = "in-memory data"
 
-def load_samples(cfg: DataConfig) -> Samples:
-    """``x, y, features, targets, d``: d is (n, k) dy/dfeature for ``cfg.derivatives``, or None."""
+
+def memory_frame(data: Any, *, features: str | Sequence[str] | None = None,
+                 target: str | Sequence[str] | None = None
+                 ) -> tuple[pd.DataFrame, list[str] | None, str | list[str] | None]:
+    """In-memory samples as a table: ``(frame, features, target)`` for :func:`load_samples`.
+
+    ``data`` is a DataFrame (columns picked by ``features``/``target``, as ``[data]`` picks a
+    file's) or a pair ``(X, y)`` of arrays; their columns are named ``features`` (default
+    ``x1, x2, ...``) and ``target`` (default ``y``, or ``y1, y2, ...`` for several outputs).
+
+    >>> frame, feats, target = memory_frame((np.zeros((4, 2)), np.ones(4)))
+    >>> list(frame.columns), feats, target
+    (['x1', 'x2', 'y'], ['x1', 'x2'], ['y'])
+    """
+    feats = [features] if isinstance(features, str) else (list(features) if features else None)
+    targs = [target] if isinstance(target, str) else (list(target) if target else None)
+    if isinstance(data, pd.DataFrame):
+        return data, feats, targs
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise DataError(f"data = {type(data).__name__}: in-memory data are a pandas DataFrame or a "
+                        "pair (X, y) of arrays")
+    try:
+        x = np.asarray(data[0], dtype=np.float64)
+        y = np.asarray(data[1], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"data = (X, y) must hold numbers: {str(exc).splitlines()[0]}") from None
+    x = x.reshape(-1, 1) if x.ndim == 1 else x
+    y = y.reshape(-1, 1) if y.ndim == 1 else y
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+        raise DataError(f"data = (X, y) of shapes {np.shape(data[0])} and {np.shape(data[1])}: "
+                        "X must be (n, n_features) and y (n,) or (n, n_targets)")
+    feats = feats or [f"x{i + 1}" for i in range(x.shape[1])]
+    targs = targs or (["y"] if y.shape[1] == 1 else [f"y{i + 1}" for i in range(y.shape[1])])
+    if len(feats) != x.shape[1] or len(targs) != y.shape[1]:
+        raise DataError(f"features = {feats!r} and target = {targs!r} name {len(feats)} and "
+                        f"{len(targs)} column(s); X has {x.shape[1]} and y {y.shape[1]}")
+    frame = pd.DataFrame(np.concatenate([x, y], axis=1), columns=[*feats, *targs])
+    if len(set(frame.columns)) != len(frame.columns):
+        raise DataError(f"features = {feats!r} and target = {targs!r} repeat a name")
+    return frame, feats, targs
+
+
+def load_samples(cfg: DataConfig, *, frame: pd.DataFrame | None = None) -> Samples:
+    """``x, y, features, targets, d``: d is (n, k) dy/dfeature for ``cfg.derivatives``, or None.
+
+    ``frame`` holds in-memory samples (see :func:`memory_frame`), read as ``kind = "file"``
+    reads its file: ``[data] features``/``target``/``derivatives`` pick the columns.
+    """
+    if frame is not None:
+        columns = [c.lstrip("-") for c in cfg.derivatives.values()]
+        x, y, features, targets = table_arrays(frame, features=cfg.features, target=cfg.target,
+                                               source=MEMORY_SOURCE, exclude=columns)
+        return x, y, features, targets, derivative_columns(frame, cfg.derivatives, features,
+                                                           MEMORY_SOURCE)
     if cfg.kind in BUILTIN_TARGETS:
         x, y = sample_function(cfg.kind, n=cfg.n, low=cfg.low, high=cfg.high, sampling=cfg.sampling,
                                noise=cfg.noise, coefficients=cfg.coefficients, seed=cfg.seed)
