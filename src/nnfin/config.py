@@ -130,6 +130,8 @@ class DataConfig(Section):
         default_factory=lambda: [0.7, 0.15, 0.15], description="train / validation / test"
     )
     scale: bool = Field(True, description="standardize inputs and outputs (train statistics)")
+    shuffle: bool = Field(True, description="split a seeded permutation of the rows (false: keep "
+                          "the row order: train = the first rows, then validation, then test)")
     seed: Seed = Field(0, description="seed for sampling, noise and the split")
     options: dict[str, Any] = Field(
         default_factory=dict, description="extra options for generated finance datasets"
@@ -301,6 +303,9 @@ class TuneConfig(Section):
     strategy: Literal["grid", "random", "bayes"] = Field("grid", description="how to pick trials")
     trials: int | None = Field(None, ge=1, description="trials to complete (default: grid size, or 20)")
     folds: int = Field(5, ge=2, description="K of the K-fold cross-validation")
+    cv: Literal["kfold", "time-series"] = Field(
+        "kfold", description="kfold (scikit-learn KFold) | time-series (TimeSeriesSplit: train on "
+        "the past, validate on the next block; needs [data] shuffle = false)")
     metric: Literal[TUNE_METRICS] = Field(  # type: ignore[valid-type]
         "val_mse", description="held-out-fold metric to rank by (val_r2 is maximised)")
     seed: TuneSeed = Field(0, description="seed of the folds and the sampler")
@@ -357,6 +362,16 @@ class Config(Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     tune: TuneConfig | None = Field(None, description="[tune]: used by nnfin tune and nnfin cv")
+
+    @model_validator(mode="after")
+    def _time_order(self) -> Config:
+        from pydantic_core import PydanticCustomError
+
+        if self.tune is not None and self.tune.cv == "time-series" and self.data.shuffle:
+            raise PydanticCustomError(
+                "time_order", "[tune] cv = 'time-series' needs ordered rows: set [data] shuffle = false "
+                "(a shuffled split scatters the test rows through the past)")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, TOML-ready dict (``None`` values are dropped, as TOML has no null)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -64,9 +63,16 @@ def load_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, list[str], lis
     return load_samples(cfg)[:4]
 
 
-def split_indices(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
-    """Sorted row indices of train, validation and test: a seeded permutation cut by ``fractions``."""
-    perm = np.random.default_rng(seed).permutation(n)
+def split_indices(n: int, fractions: list[float], seed: int, *, shuffle: bool = True) -> list[np.ndarray]:
+    """Sorted row indices of train, validation and test: a seeded permutation cut by ``fractions``.
+
+    With ``shuffle=False`` nothing is permuted: train is the first rows, then validation, then
+    test (time series: every validation and test row comes after every training row).
+
+    >>> [a.tolist() for a in split_indices(8, [0.5, 0.25, 0.25], 0, shuffle=False)]
+    [[0, 1, 2, 3], [4, 5], [6, 7]]
+    """
+    perm = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     n_val = round(fractions[1] * n)
     n_test = round(fractions[2] * n)
     n_train = n - n_val - n_test
@@ -130,21 +136,15 @@ def check_memory(cfg: DataConfig, *, device: str | torch.device = "cpu",
 def build_data(
     cfg: DataConfig, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
     arrays: tuple[np.ndarray, np.ndarray, list[str], list[str]] | None = None,
-    frame: Any = None,
 ) -> Data:
-    """Load, split (seeded), scale on the training part and move everything to ``device``.
-
-    ``frame``: in-memory samples (a DataFrame, see :func:`nnfin.data.samples.memory_frame`)
-    read in place of ``[data]``'s source.
-    """
-    if arrays is None and frame is None:
+    """Load, split (seeded), scale on the training part and move everything to ``device``."""
+    if arrays is None:
         check_memory(cfg, device=device, dtype=dtype)
-    x, y, features, targets, d = (*arrays, None) if arrays is not None else \
-        load_samples(cfg, frame=frame)
+    x, y, features, targets, d = (*arrays, None) if arrays is not None else load_samples(cfg)
     n = x.shape[0]
     if n == 0:
         raise DataError("[data] holds no samples")
-    idx_train, idx_val, idx_test = split_indices(n, cfg.split, cfg.seed)
+    idx_train, idx_val, idx_test = split_indices(n, cfg.split, cfg.seed, shuffle=cfg.shuffle)
     if len(idx_train) < 2:
         raise DataError(f"[data] split = {cfg.split!r} leaves {len(idx_train)} training rows of {n}")
     d_index = derivative_feature_index(cfg, features) if d is not None else None

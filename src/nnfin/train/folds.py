@@ -74,26 +74,48 @@ class Folds:
 
 
 def make_folds(cfg: Config, k: int, *, seed: int = 0, inner_val: float = 0.15,
-               arrays: tuple | None = None) -> Folds:
-    """Cut the training part of ``cfg``'s split into ``k`` shuffled, seeded folds."""
-    from sklearn.model_selection import KFold
+               arrays: tuple | None = None, cv: str | None = None) -> Folds:
+    """Cut the training part of ``cfg``'s split into ``k`` folds.
 
+    ``cv`` (default ``[tune] cv``): ``"kfold"`` is scikit-learn's ``KFold``, shuffled and seeded
+    (in row order, unshuffled, with ``[data] shuffle = false``); ``"time-series"`` is
+    ``TimeSeriesSplit``: fold ``i`` trains on the rows before its held-out block. With ordered
+    rows (``[data] shuffle = false`` or time-series folds) the inner validation rows are the
+    last ``inner_val`` share of each fold's training rows, else a seeded random share.
+    """
+    from sklearn.model_selection import KFold, TimeSeriesSplit
+
+    cv = tune_section(cfg).cv if cv is None else cv
+    if cv == "time-series" and cfg.data.shuffle:
+        raise ConfigError("[tune] cv = 'time-series' needs ordered rows: set [data] shuffle = false "
+                          "(a shuffled split scatters the test rows through the past)")
     if arrays is not None:
         x, y, features, targets, dydx = (*arrays, None)[:5]
     else:
         x, y, features, targets, dydx = load_samples(cfg.data)
-    idx_train, idx_val, idx_test = split_indices(len(x), cfg.data.split, cfg.data.seed)
+    idx_train, idx_val, idx_test = split_indices(len(x), cfg.data.split, cfg.data.seed,
+                                                 shuffle=cfg.data.shuffle)
     pool = np.sort(np.concatenate([idx_train, idx_val]))
     if k < 2:
         raise ConfigError(f"[tune] folds = {k!r} must be at least 2")
     if k > len(pool):
         raise DataError(f"[tune] folds = {k!r} is more than the {len(pool)} training rows "
                         f"(train + validation of [data] split = {cfg.data.split!r}); lower folds")
+    if cv == "time-series" and k == len(pool):  # the first fold needs a block to train on
+        raise DataError(f"[tune] folds = {k!r} with cv = 'time-series' needs more than the {len(pool)} "
+                        f"training rows (train + validation of [data] split = {cfg.data.split!r}); "
+                        "lower folds")
+    ordered = cv == "time-series" or not cfg.data.shuffle
+    splitter = TimeSeriesSplit(n_splits=k) if cv == "time-series" else \
+        KFold(n_splits=k) if ordered else KFold(n_splits=k, shuffle=True, random_state=seed)
     splits = []
-    for i, (tr, ho) in enumerate(KFold(n_splits=k, shuffle=True, random_state=seed).split(pool)):
+    for i, (tr, ho) in enumerate(splitter.split(pool)):
         train, held = pool[tr], pool[ho]
-        perm = np.random.default_rng([seed, i]).permutation(train)
         n_val = max(1, round(inner_val * len(train)))
+        if ordered:  # monitor the latest rows: never shuffled
+            splits.append((train, held, train[:len(train) - n_val], train[len(train) - n_val:]))
+            continue
+        perm = np.random.default_rng([seed, i]).permutation(train)
         splits.append((train, held, np.sort(perm[n_val:]), np.sort(perm[:n_val])))
     d_index = derivative_feature_index(cfg.data, features) if dydx is not None else None
     return Folds(x, y, list(features), list(targets), splits, idx_test, dydx, d_index)
