@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,11 +137,17 @@ def check_memory(cfg: DataConfig, *, device: str | torch.device = "cpu",
 def build_data(
     cfg: DataConfig, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
     arrays: tuple[np.ndarray, np.ndarray, list[str], list[str]] | None = None,
+    frame: Any = None,
 ) -> Data:
-    """Load, split (seeded), scale on the training part and move everything to ``device``."""
-    if arrays is None:
+    """Load, split (seeded), scale on the training part and move everything to ``device``.
+
+    ``frame``: in-memory samples (a DataFrame, see :func:`nnfin.data.samples.memory_frame`)
+    read in place of ``[data]``'s source.
+    """
+    if arrays is None and frame is None:
         check_memory(cfg, device=device, dtype=dtype)
-    x, y, features, targets, d = (*arrays, None) if arrays is not None else load_samples(cfg)
+    x, y, features, targets, d = (*arrays, None) if arrays is not None else \
+        load_samples(cfg, frame=frame)
     n = x.shape[0]
     if n == 0:
         raise DataError("[data] holds no samples")
