@@ -174,25 +174,123 @@ STATUS_STYLE = {"finished": "green", "early-stopped": "cyan", "interrupted": "ye
                 "diverged": "red", MISSING: "magenta", UNREADABLE: "red"}
 
 
-def runs_table(rows: list[RunSummary], title: str = "runs") -> Table:
-    """The rich table ``nnfin runs`` prints."""
-    table = Table(title=title, title_justify="left")
-    for col in ("name", "date", "model", "data", "epochs", "best val loss", "test MSE", "test R²",
-                "time", "status"):
-        right = col in ("epochs", "best val loss", "test MSE", "test R²", "time")
-        table.add_column(col, justify="right" if right else "left",
-                         no_wrap=col in ("name", "date", "status"))
+def runs_table(rows: list[RunSummary], title: str = "runs", width: int = 80) -> Table:
+    """The rich table ``nnfin runs`` prints, fitted to ``width`` columns (see :func:`fitted_table`):
+    time, date, epochs, data and test MSE are left out, in that order, where they do not fit."""
+    cells: dict[str, list[str]] = {k: [] for k in ("name", "date", "model", "data", "epochs", "best",
+                                                   "mse", "r2", "time", "status")}
     for r in rows:
-        best = "-" if r.best_val is None else f"{r.best_val:.4g} @{r.best_epoch}"
         style = STATUS_STYLE.get(r.status.split(":", 1)[0], "")
         status = escape(r.status)  # a reason may hold [brackets]
         if r.problems:  # the files here, the reasons below the table (unreadable_lines)
             files = dict.fromkeys(p.split(":", 1)[0] for p in r.problems)
             status = f"{UNREADABLE}: {', '.join(files)}"
-        table.add_row(escape(r.name), r.started.strftime("%Y-%m-%d %H:%M"), escape(r.model),
-                      escape(r.data), fmt(r.epochs), best, fmt(r.test_mse), fmt(r.test_r2),
-                      _duration(r.seconds), f"[{style}]{status}[/{style}]" if style else status)
+        for key, value in (("name", escape(r.name)), ("date", r.started.strftime("%Y-%m-%d %H:%M")),
+                           ("model", escape(r.model)), ("data", escape(r.data)),
+                           ("epochs", fmt(r.epochs)),
+                           ("best", "-" if r.best_val is None else f"{r.best_val:.4g} @{r.best_epoch}"),
+                           ("mse", fmt(r.test_mse)), ("r2", fmt(r.test_r2)),
+                           ("time", _duration(r.seconds)),
+                           ("status", f"[{style}]{status}[/{style}]" if style else status)):
+            cells[key].append(value)
+    columns = [Col("name", cells["name"], justify="left"),  # names and statuses whole, as numbers
+               Col("date", cells["date"], numeric=False, drop=4, floor=10),
+               Col("model", cells["model"], numeric=False),
+               Col("data", cells["data"], numeric=False, drop=2, floor=6),
+               Col("epochs", cells["epochs"], drop=3),
+               Col("best val\nloss @ep", cells["best"]),
+               Col("test\nMSE", cells["mse"], drop=1),
+               Col("test\nR²", cells["r2"]),
+               Col("time", cells["time"], drop=5),
+               Col("status", cells["status"], justify="left")]
+    return fitted_table(columns, width, title=title, title_justify="left")
+
+
+# ------------------------------------------------------------------ tables in narrow terminals
+
+
+@dataclass
+class Col:
+    """One column of a table fitted to a width: ``numeric`` cells are never wrapped or cut, text
+    folds; a column with ``drop`` > 0 may be left out where the table does not fit, the
+    highest ``drop`` first. ``floor``: the width a text column should keep before columns go."""
+
+    header: str
+    cells: list[str]
+    numeric: bool = True
+    drop: int = 0
+    floor: int = 8
+    justify: str | None = None
+
+
+def _cell_width(cell: Any, *, words: bool = False) -> int:
+    from rich.text import Text
+
+    text = cell if isinstance(cell, Text) else Text.from_markup(str(cell))
+    parts = text.plain.split() if words else text.plain.splitlines()
+    return max((Text(part).cell_len for part in parts), default=0)
+
+
+def _need(columns: list[tuple[bool, int, list[Any]]]) -> int:
+    """The narrowest width that shows every number whole: numeric columns at their widest cell,
+    text columns at ``floor`` (or their longest word), padding and borders."""
+    total = len(columns) + 1
+    for numeric, floor, cells in columns:
+        if numeric:
+            total += max(_cell_width(c) for c in cells) + 2
+        else:
+            total += min(max(_cell_width(c, words=True) for c in cells), floor) + 2
+    return total
+
+
+def fitted_table(columns: list[Col], width: int, *, sections: tuple[int, ...] = (),
+                 **table_kw: Any) -> Table:
+    """A rich table that fits ``width`` without cutting a number: low-value columns are left
+    out (named in the caption) until it fits; :func:`print_table` prints whatever is still too
+    wide wider than the terminal. ``sections``: row indices that start a new section."""
+    shown = list(columns)
+    dropped: list[str] = []
+    while _need([(c.numeric, c.floor, [c.header, *c.cells]) for c in shown]) > width:
+        droppable = [c for c in shown if c.drop]
+        if not droppable:
+            break
+        worst = max(droppable, key=lambda c: c.drop)
+        shown.remove(worst)
+        dropped.append(worst.header.replace("\n", " "))
+    if dropped:
+        table_kw.setdefault("caption", f"left out at {width} columns: {', '.join(dropped)}")
+        table_kw.setdefault("caption_justify", "left")
+    table = Table(**table_kw)
+    for c in shown:
+        table.add_column(c.header, justify=c.justify or ("right" if c.numeric else "left"),  # type: ignore[arg-type]
+                         no_wrap=c.numeric, overflow="fold")
+    table.nnfin_floors = [c.floor for c in shown]  # type: ignore[attr-defined]
+    for i in range(len(shown[0].cells) if shown else 0):
+        if i in sections:
+            table.add_section()
+        table.add_row(*(c.cells[i] for c in shown))
     return table
+
+
+def table_width(table: Table) -> int:
+    """The narrowest width at which ``table`` shows every number whole."""
+    floors = getattr(table, "nnfin_floors", [8] * len(table.columns))
+    return _need([(col.no_wrap, floor, [col.header, *col.cells])
+                  for col, floor in zip(table.columns, floors, strict=True)])
+
+
+def print_table(console: Any, table: Table) -> None:
+    """Print ``table`` on ``console``; one that needs more columns than the console has is
+    printed wider (lines longer than the terminal) rather than cutting numbers to ``…``."""
+    from rich.console import Console
+
+    need = table_width(table)
+    if need <= console.width:
+        console.print(table)
+        return
+    wide = Console(file=console.file, width=need, highlight=False, color_system=console.color_system,
+                   force_terminal=console.is_terminal, no_color=console.no_color)
+    wide.print(table)
 
 
 def unreadable_lines(rows: list[RunSummary]) -> list[str]:

@@ -26,17 +26,19 @@ def _r2(v: float) -> str:
     return "-" if v is None or math.isnan(v) else f"{v:.6f}"
 
 
-def metrics_table(metrics: dict) -> Table:
-    table = Table(title="metrics (data units)")
-    table.add_column("split")
-    for col in ("MSE", "RMSE", "MAE", "R²", "max |err|", "n"):
-        table.add_column(col, justify="right")
-    for split in ("train", "val", "test"):
-        m = metrics.get(split)
-        if m:
-            table.add_row(split, _fmt(m["mse"]), _fmt(m["rmse"]), _fmt(m["mae"]), _r2(m["r2"]),
-                          _fmt(m["max_abs_error"]), str(m["n"]))
-    return table
+def metrics_table(metrics: dict, width: int = 80) -> Table:
+    """Each split's metrics, fitted to ``width`` columns: n and max |err| are left out, in that
+    order, where they do not fit."""
+    from nnfin.app.runs_table import Col, fitted_table
+
+    rows = [(split, metrics[split]) for split in ("train", "val", "test") if metrics.get(split)]
+    columns = [Col("split", [split for split, _ in rows], numeric=False),
+               *(Col(head, [_fmt(m[key]) for _, m in rows], drop=drop) for head, key, drop in
+                 (("MSE", "mse", 0), ("RMSE", "rmse", 0), ("MAE", "mae", 0))),
+               Col("R²", [_r2(m["r2"]) for _, m in rows]),
+               Col("max |err|", [_fmt(m["max_abs_error"]) for _, m in rows], drop=1),
+               Col("n", [str(m["n"]) for _, m in rows], drop=2)]
+    return fitted_table(columns, width, title="metrics (data units)")
 
 
 def fit(
@@ -105,7 +107,9 @@ def report(run) -> None:
         console.print(f"[red]diverged:[/red] {escape(m['stop_reason'])}")
         console.print(f"run folder (no model saved): {run.dir}")
         raise typer.Exit(1)
-    console.print(metrics_table(m))
+    from nnfin.app.runs_table import print_table
+
+    print_table(console, metrics_table(m, console.width))
     console.print(f"status: {m['status']}" + (f" ({escape(m['stop_reason'])})" if m["stop_reason"] else "")
                   + f"   epochs: {m['epochs']}   steps: {m['steps']}   time: {m['time_s']:.2f} s"
                   + f"   device: {m['device']} ({m['dtype']})")

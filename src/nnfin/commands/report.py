@@ -52,7 +52,7 @@ def iv_table(iv) -> Table:
     table = Table(title=f"implied volatility of {int(iv['n'].iloc[0]):,} options",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("method", "time (s)", "µs/option", "speedup vs brentq", "MAE", "max |err|", "failed"):
-        table.add_column(col, justify="left" if col == "method" else "right")
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=col != "method")
     for row in iv.to_dict(orient="records"):
         table.add_row(row["method"], f"{row['time_s']:.4g}", f"{row['us_per_option']:.3g}",
                       f"{row['speedup_vs_brentq']:.3g}x", _fmt(row["mae"]),
@@ -101,12 +101,14 @@ def print_report(rep) -> None:
     """Print a :class:`nnfin.app.report.Report`: tables, notes and the files written."""
     # at least 100 columns: the table stays readable in pipes and narrow terminals
     wide = Console(highlight=False, soft_wrap=True, width=max(console.width, 100))
-    wide.print(metrics_table(rep.metrics, title=f"{rep.kind}: metrics (data units)"))
+    from nnfin.app.runs_table import print_table
+
+    print_table(wide, metrics_table(rep.metrics, title=f"{rep.kind}: metrics (data units)"))
     s = rep.settings
     console.print(f"test sets: {s['n_test']:,} samples each, seeds {s['seed_test_wide']} (wide) and "
                   f"{s['seed_test_narrow']} (narrow); MAPE: {s['mape']} (cutoff {s['mape_cutoff']:g})")
     if rep.iv is not None:
-        wide.print(iv_table(rep.iv))
+        print_table(wide, iv_table(rep.iv))
     for note in rep.notes:
         console.print(f"note: {escape(note)}")
     if rep.files:

@@ -39,13 +39,14 @@ def list_runs(
     sort: str = typer.Option("time", "--sort", help="time | duration | val | test | name"),
 ) -> None:
     """List the runs under DIR (default runs/): model, data, best val loss, test metrics, status."""
-    from nnfin.app.runs_table import find_runs, runs_table, sort_runs, unreadable_lines
+    from nnfin.app.runs_table import find_runs, print_table, runs_table, sort_runs, unreadable_lines
 
     rows = sort_runs(find_runs(root), sort)
     if not rows:
         console.print(f"no runs under {escape(str(root))} (a run is a folder with config.toml)")
         return
-    console.print(runs_table(rows, title=f"runs in {root} ({len(rows)}, sorted by {sort})"))
+    title = f"runs in {escape(str(root))} ({len(rows)}, sorted by {sort})"
+    print_table(console, runs_table(rows, title=title, width=console.width))
     for line in unreadable_lines(rows):  # listed above all the same; exit code 0
         console.print(escape(line), soft_wrap=True)
 

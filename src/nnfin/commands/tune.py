@@ -36,31 +36,13 @@ def cv(
 ) -> None:
     """K-fold cross-validation of one configuration: per-fold and mean ± std metrics."""
     from nnfin.app.cv import cross_validate
+    from nnfin.app.runs_table import print_table
 
     res = cross_validate(config, folds=folds, overrides=list(set_ or []), run_dir=run_dir,
                          device=device, force=force, progress=not quiet, console=console)
-    table = Table(title=f"{len(res.folds)}-fold cross-validation (held-out folds, data units)")
-    for col in ("fold", "MSE", "RMSE", "MAE", "R²", "loss", "epochs", "status", "n", "time s"):
-        table.add_column(col, justify="left" if col in ("fold", "status") else "right")
+    print_table(console, cv_table(res, console.width))
     diverged = res.diverged_folds
-    for f in res.folds:
-        m = f.metrics
-        if f.fold + 1 in diverged:  # no metrics to speak of: inf or NaN
-            table.add_row(str(f.fold + 1), *["-"] * 5, str(f.epochs), "[red]diverged[/red]",
-                          str(f.n_held_out), f"{f.time_s:.2f}")
-            continue
-        table.add_row(str(f.fold + 1), _g(m["mse"]), _g(m["rmse"]), _g(m["mae"]), _g(m["r2"]),
-                      _g(m["loss"]), str(f.epochs), f.status, str(f.n_held_out), f"{f.time_s:.2f}")
-    s = res.summary()  # means and stds over the folds that did not diverge
-    keys = ("val_mse", "val_rmse", "val_mae", "val_r2", "val_loss")
     everything = len(diverged) == len(res.folds)
-    table.add_section()
-    star = "*" if diverged and not everything else ""
-    table.add_row(f"mean{star}", *(("diverged" if everything else _g(s[k]["mean"])) for k in keys),
-                  "", "", "", f"{res.time_s:.2f}")
-    table.add_row(f"± std{star}",
-                  *(("-" if everything else _g(s[k]["std"])) for k in keys), "", "", "", "")
-    console.print(table)
     k = len(res.folds)
     if not diverged:
         console.print(f"{res.metric}: {res.mean:.4g} ± {res.std:.2g} over {k} folds")
@@ -76,6 +58,42 @@ def cv(
         console.print(f"[red]diverged:[/red] {which} diverged (loss became NaN or infinite; lr = "
                       f"{res.config.optim.lr:g}); try a smaller \\[optim] lr")
         raise typer.Exit(1)
+
+
+def cv_table(res, width: int = 80) -> Table:
+    """Per-fold held-out metrics and their mean ± std, fitted to ``width`` columns: loss,
+    RMSE, time and n are left out, in that order, where they do not fit."""
+    from nnfin.app.runs_table import Col, fitted_table
+
+    cols = {k: [] for k in ("fold", "mse", "rmse", "mae", "r2", "loss", "epochs", "status", "n", "time")}
+
+    def row(*values: str) -> None:
+        for key, value in zip(cols, values, strict=True):
+            cols[key].append(value)
+
+    diverged = res.diverged_folds
+    for f in res.folds:
+        m = f.metrics
+        if f.fold + 1 in diverged:  # no metrics to speak of: inf or NaN
+            row(str(f.fold + 1), *["-"] * 5, str(f.epochs), "[red]diverged[/red]", str(f.n_held_out),
+                f"{f.time_s:.2f}")
+        else:
+            row(str(f.fold + 1), _g(m["mse"]), _g(m["rmse"]), _g(m["mae"]), _g(m["r2"]), _g(m["loss"]),
+                str(f.epochs), escape(f.status), str(f.n_held_out), f"{f.time_s:.2f}")
+    s = res.summary()  # means and stds over the folds that did not diverge
+    keys = ("val_mse", "val_rmse", "val_mae", "val_r2", "val_loss")
+    everything = len(diverged) == len(res.folds)
+    star = "*" if diverged and not everything else ""
+    row(f"mean{star}", *(("diverged" if everything else _g(s[k]["mean"])) for k in keys),
+        "", "", "", f"{res.time_s:.2f}")
+    row(f"± std{star}", *(("-" if everything else _g(s[k]["std"])) for k in keys), "", "", "", "")
+    columns = [Col("fold", cols["fold"], numeric=False, floor=6), Col("MSE", cols["mse"]),
+               Col("RMSE", cols["rmse"], drop=3), Col("MAE", cols["mae"]), Col("R²", cols["r2"]),
+               Col("loss", cols["loss"], drop=4), Col("epochs", cols["epochs"]),
+               Col("status", cols["status"], numeric=False, floor=8), Col("n", cols["n"], drop=1),
+               Col("time\ns", cols["time"], drop=2)]
+    return fitted_table(columns, width, sections=(len(res.folds),),
+                        title=f"{len(res.folds)}-fold cross-validation (held-out folds, data units)")
 
 
 def tune(
@@ -95,6 +113,7 @@ def tune(
     quiet: bool = QuietOption,
 ) -> None:
     """Search \\[tune.space] by K-fold CV (grid, random or Bayesian), then refit and test the best."""
+    from nnfin.app.runs_table import print_table
     from nnfin.app.tune import tune as api_tune
 
     res = api_tune(config, overrides=list(set_ or []), run_dir=run_dir, storage=storage, study=study,
@@ -102,7 +121,7 @@ def tune(
                    progress=not quiet, console=console)
     for note in res.notes:
         console.print(f"[dim]{escape(note)}[/dim]")
-    console.print(ranking_table(res, top))
+    print_table(console, ranking_table(res, top, console.width))
     done = f"{res.completed} of {res.budget} trials complete"
     if res.interrupted:
         console.print(f"interrupted: {done}; they are kept in {escape(res.storage)}; "
@@ -118,19 +137,39 @@ def tune(
         report(res.run)
 
 
-def ranking_table(res, top: int) -> Table:
-    """The best ``top`` candidates by mean CV metric, with std, folds and time."""
+def _param(v) -> str:
+    """A parameter's value in the ranking: numbers as ``.4g``, anything else as text."""
+    if isinstance(v, float):
+        return _g(v)
+    return escape(str(v))
+
+
+def ranking_table(res, top: int, width: int = 80) -> Table:
+    """The best ``top`` candidates by mean CV metric, with std, folds and time, fitted to
+    ``width`` columns: a parameter is headed by its last key where that is unambiguous
+    (``optim.lr``: ``lr``); folds and state get a column only where they differ from row to row;
+    rank and time are left out, in that order, where the table does not fit."""
+    from nnfin.app.runs_table import Col, fitted_table
+
     df = res.ranking.head(top)
     params = [c for c in df.columns if c not in ("rank", "trial", "state", "mean", "std", "folds",
                                                  "time_s", "params")]
-    table = Table(title=f"ranking by {res.metric} (mean over folds)")
-    for col in ("rank", "trial", *params, "mean", "± std", "folds", "time s", "state"):
-        table.add_column(col, justify="left" if col in ("state", *params) else "right")
-    for _, r in df.iterrows():
-        table.add_row(str(r["rank"]), str(r["trial"]), *(escape(str(r[p])) for p in params),
-                      _g(r["mean"]), _g(r["std"]), str(r["folds"]), f"{r['time_s']:.2f}",
-                      r["state"].lower())
-    return table
+    short = [p.rsplit(".", 1)[-1] for p in params]
+    heads = short if len(set(short)) == len(short) else params
+    columns = [Col("#", [str(r) for r in df["rank"]], drop=2), Col("trial", [str(t) for t in df["trial"]])]
+    for p, head in zip(params, heads, strict=True):
+        values = list(df[p])
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        columns.append(Col(head, [_param(v) for v in values], numeric=numeric, floor=10))
+    columns += [Col("mean", [_g(v) for v in df["mean"]]), Col("± std", [_g(v) for v in df["std"]])]
+    folds = sorted(set(df["folds"]))
+    if len(folds) > 1:
+        columns.append(Col("folds", [str(f) for f in df["folds"]]))
+    columns.append(Col("time\ns", [f"{t:.2f}" for t in df["time_s"]], drop=1))
+    if (df["state"] != "COMPLETE").any():
+        columns.append(Col("state", [s.lower() for s in df["state"]], numeric=False))
+    over = f" over {folds[0]} folds" if len(folds) == 1 else " over folds"
+    return fitted_table(columns, width, title=f"ranking by {res.metric} (mean ± std{over})")
 
 
 def lr_find(

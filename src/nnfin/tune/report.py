@@ -6,7 +6,8 @@ tune/
   trials.csv     every trial: number, state, value, params, fold values, std, time
   ranking.csv    candidates ranked by mean CV metric (pruned ones last)
   best.toml      the best configuration, ready for `nnfin fit tune/best.toml`
-  plots/         history.png (metric vs. trial, best so far), params.png (metric vs. each parameter)
+  plots/         history.png (metric vs. trial, best so far), params.png (metric vs. each parameter);
+                 Optuna's optuna_history.png, optuna_slice.png and optuna_importances.png
 ```
 
 >>> df = ranking(study, params)  # doctest: +SKIP
@@ -15,6 +16,7 @@ tune/
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +88,13 @@ def ranking(study: Any, params: list[Param]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def _label(value: Any) -> str:
+    """A categorical value as a tick label: ``0.003``, ``[16, 16]``, ``tanh``."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _show(value: Any) -> Any:
     return str(value) if isinstance(value, (list, dict)) else value
 
@@ -119,8 +128,86 @@ def write_outputs(run_dir: Path, study: Any, result: TuneResult, *, plots: bool 
 
         save(history_figure(result.ranking, result.metric), out / "plots" / "history.png")
         params = [c for c in result.ranking.columns if c not in COLUMNS]
-        save(params_figure(result.ranking, params, result.metric, _log_axes(study)),
-             out / "plots" / "params.png")
+        save(params_figure(result.ranking, params, result.metric, _log_axes(study),
+                           categorical=_categorical(study)), out / "plots" / "params.png")
+        for note in optuna_plots(study, out / "plots", result.metric):
+            if note not in result.notes:
+                result.notes.append(note)
+
+
+OPTUNA_PLOTS = ("optuna_history.png", "optuna_slice.png", "optuna_importances.png")
+MIN_IMPORTANCE_TRIALS = 4  # completed trials below which parameter importances mean little
+
+
+def optuna_plots(study: Any, folder: Path, metric: str) -> list[str]:
+    """Optuna's own plots of the study into ``folder``: ``optuna_history.png`` (metric against
+    trial), ``optuna_slice.png`` (metric against each parameter) and ``optuna_importances.png``
+    (fANOVA importance of each parameter; it needs two or more parameters and
+    ``MIN_IMPORTANCE_TRIALS`` completed trials). Returns notes on the plots left out."""
+    import warnings
+
+    import optuna.visualization.matplotlib as ovm
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.trial import TrialState
+
+    from nnfin.plots import save
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return ["optuna plots left out: no completed trial"]
+    names = sorted({name for t in done for name in t.params})
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # the matplotlib plots are experimental
+        ax = ovm.plot_optimization_history(study, target_name=metric)
+        save(_figure(ax), folder / "optuna_history.png")
+        if names:
+            ax = ovm.plot_slice(study, target_name=metric)
+            save(_slanted(ax, len(names)), folder / "optuna_slice.png")
+        if len(names) < 2 or len(done) < MIN_IMPORTANCE_TRIALS:
+            notes.append(f"optuna_importances.png left out: parameter importances need 2 or more "
+                         f"parameters and {MIN_IMPORTANCE_TRIALS} or more completed trials "
+                         f"({len(names)} and {len(done)} here)")
+        else:
+            try:
+                ax = ovm.plot_param_importances(study, target_name=metric)
+            except (ValueError, RuntimeError) as exc:  # e.g. a parameter that never varied
+                notes.append(f"optuna_importances.png left out: {exc}")
+            else:
+                save(_figure(ax), folder / "optuna_importances.png")
+    return notes
+
+
+def _figure(ax: Any) -> Any:
+    """The figure of the Axes that Optuna returns, laid out."""
+    fig = ax.figure
+    fig.tight_layout()
+    return fig
+
+
+def _slanted(ax: Any, panels: int) -> Any:
+    """Optuna's slice plot, one panel per parameter, wide enough and with slanted tick labels
+    (categories such as ``'[32, 32, 32]'`` overlap otherwise); its colorbar rules out
+    ``tight_layout``."""
+    axes = np.ravel(np.asarray(ax, dtype=object))
+    fig = axes[0].figure
+    fig.set_size_inches(max(6.0, 3.6 * panels + 1.5), 5.2)
+    for a in axes:
+        for label in a.get_xticklabels():
+            label.set_rotation(30)
+            label.set_horizontalalignment("right")
+            label.set_fontsize(8)
+    for a in fig.axes:  # room for the slanted labels below every panel and the colorbar
+        box = a.get_position()
+        a.set_position([box.x0, 0.22, box.width, box.y1 - 0.22])
+    return fig
+
+
+def _categorical(study: Any) -> set[str]:
+    from optuna.distributions import CategoricalDistribution
+
+    return {name for t in study.get_trials(deepcopy=False) for name, dist in t.distributions.items()
+            if isinstance(dist, CategoricalDistribution)}
 
 
 def _log_axes(study: Any) -> set[str]:
@@ -164,26 +251,40 @@ def history_figure(df: pd.DataFrame, metric: str) -> Any:
     return fig
 
 
-def params_figure(df: pd.DataFrame, params: list[str], metric: str, log_x: set[str]) -> Any:
-    """One panel per parameter: each completed trial's metric against that parameter's value."""
+def params_figure(df: pd.DataFrame, params: list[str], metric: str, log_x: set[str],
+                  categorical: set[str] | None = None) -> Any:
+    """One panel per parameter: each completed trial's metric against that parameter's value.
+    A parameter in ``categorical`` (or with values that are not numbers) gets one labelled
+    position per value, sorted."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     done = df[df["state"] == "COMPLETE"]
     n = max(1, len(params))
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     y = done["mean"].to_numpy(float)
+    categories = []
     for ax, name in zip(axes.flat, params, strict=False):
         col = done[name]
-        if col.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
+        numeric = col.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all()
+        if numeric and name not in (categorical or set()):
             ax.scatter(col.astype(float), y, s=16)
             if name in log_x:
                 ax.set_xscale("log")
-        else:  # categorical: one position per value, labelled
-            labels = sorted(col.astype(str).unique())
-            ax.scatter([labels.index(str(v)) for v in col], y, s=16)
-            ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        else:  # categorical: one position per value, labelled (numbers in numeric order)
+            values = ([_label(v) for v in sorted(set(col.astype(float)))] if numeric
+                      else sorted(set(col.map(_label))))
+            where = {v: i for i, v in enumerate(values)}
+            ax.scatter([where[_label(v)] for v in col], y, s=16)
+            ax.set_xticks(range(len(values)), values)
+            ax.set_xlim(-0.5, len(values) - 0.5)
+            if len(values) > 4 or max((len(v) for v in values), default=0) > 6:
+                ax.tick_params(axis="x", labelsize=8)
+            categories.append(ax)
         if _log_y(y, metric):
             ax.set_yscale("log")
         ax.set_xlabel(name)
@@ -192,7 +293,14 @@ def params_figure(df: pd.DataFrame, params: list[str], metric: str, log_x: set[s
     for ax in list(axes.flat)[len(params):]:
         ax.set_visible(False)
     fig.tight_layout()
+    if categories:  # labels that would overlap side by side are turned upright
+        renderer = fig.canvas.get_renderer()
+        for ax in categories:
+            boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels()]
+            if any(a.overlaps(b) for a, b in itertools.pairwise(boxes)):
+                ax.tick_params(axis="x", labelrotation=90)
+        fig.tight_layout()
     return fig
 
 
-__all__ = ["best_toml", "history_figure", "params_figure", "ranking", "write_outputs"]
+__all__ = ["best_toml", "history_figure", "optuna_plots", "params_figure", "ranking", "write_outputs"]
