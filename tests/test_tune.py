@@ -285,3 +285,17 @@ def test_grid_trials_beyond_the_grid_are_capped():
     assert res.dir is None and res.run is None and "in memory" in res.notes[0]
     assert res.budget == 4 and res.completed == 4 and any("capped" in n for n in res.notes)
     assert not math.isnan(res.best_value)
+
+
+def test_a_study_started_before_a_config_key_existed_continues(cli, tmp_path):
+    """A study records its config; keys added to nnfin since then take their defaults."""
+    run = str(tmp_path / "run")
+    quick = [*BASE, GRID, "tune.refit=false", "run.plots=false"]
+    assert cli("tune", "-q", "-o", run, *sets(quick)).code == 0
+    db = tmp_path / "run" / "tune" / "study.db"
+    study = optuna.load_study(study_name="nnfin", storage=f"sqlite:///{db}")
+    recorded = dict(study.user_attrs["nnfin_config"])
+    recorded["data"] = {k: v for k, v in recorded["data"].items() if k != "shuffle"}  # an older nnfin's
+    study.set_user_attr("nnfin_config", recorded)
+    again = cli("tune", "-q", "-o", run, *sets(quick))
+    assert again.code == 0, again

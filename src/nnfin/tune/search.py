@@ -15,6 +15,7 @@ budget: exactly ``trials`` trials complete, whatever the number of workers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nnfin.config import Config, TuneConfig, flatten, tune_section
+from nnfin.config import Config, TuneConfig, flatten, load_config, tune_section
 from nnfin.errors import ConfigError
 from nnfin.train.folds import FoldResult, Folds, evaluate_candidates
 from nnfin.tune.space import Param, apply_params, grid_size, grid_values, suggest
@@ -112,6 +113,9 @@ def _check_same_search(study: Any, cfg: Config) -> None:
     if theirs is None:
         study.set_user_attr("nnfin_config", mine)
         return
+    if theirs != mine:  # a study started by an earlier nnfin lacks keys added since: defaults apply
+        with contextlib.suppress(ConfigError):
+            theirs = json.loads(json.dumps(fingerprint(load_config(theirs)), sort_keys=True))
     if theirs != mine:
         flat_a, flat_b = flatten(theirs), flatten(mine)
         key = next(k for k in sorted(set(flat_a) | set(flat_b)) if flat_a.get(k) != flat_b.get(k))
