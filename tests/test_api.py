@@ -218,3 +218,24 @@ def test_a_saved_model_folder_is_a_predictor(tmp_path):
     assert grad.shape == t.shape and torch.isfinite(grad).all()
     raw = loaded.model(t.float()).detach().numpy()
     assert not np.allclose(raw, run.predict(x), rtol=1e-2)
+
+
+def test_runs_is_a_root_function_and_folds_are_numbered_as_printed(tmp_path):
+    first = nnfin.fit(overrides=["data.n=200", "train.epochs=2", "train.progress=false", "run.plots=false",
+                                 f"run.dir={tmp_path / 'runs' / 'a'}"])
+    table = nnfin.runs(tmp_path / "runs")
+    assert list(table["name"]) == ["a"] and table["test_mse"][0] == first.metrics["test"]["mse"]
+    from nnfin.runs import load_run  # the module of that name still imports
+
+    assert load_run(tmp_path / "runs" / "a").features == ["x"]
+    res = nnfin.cv(overrides=["data.n=200", "train.epochs=2", "train.progress=false"], folds=3, write=False)
+    assert list(res.table()["fold"]) == [1, 2, 3]
+
+
+def test_the_loss_history_says_its_units(tmp_path):
+    run = nnfin.fit(overrides=["data.n=200", "train.epochs=2", "train.progress=false", "run.plots=false",
+                               f"run.dir={tmp_path / 'r'}"])
+    assert run.metrics["history_units"] == "standardized"
+    raw = nnfin.fit(overrides=["data.n=200", "train.epochs=2", "train.progress=false", "run.plots=false",
+                               "data.scale=false", f"run.dir={tmp_path / 'r2'}"])
+    assert raw.metrics["history_units"] == "data"

@@ -152,9 +152,9 @@ def _fake_run(monkeypatch, scaler=None):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 1))
     run = SimpleNamespace(model=model, features=["s", "t"], targets=["price"], scaler=scaler)
-    import nnfin.runs
+    import importlib
 
-    monkeypatch.setattr(nnfin.runs, "load_run", lambda path, **kw: run)
+    monkeypatch.setattr(importlib.import_module("nnfin.runs"), "load_run", lambda path, **kw: run)
     return run
 
 

@@ -122,7 +122,7 @@ def test_runs_table_keeps_numbers_whole(tmp_path, width: int) -> None:
         else:  # left out, and said so
             assert "left out at 60 columns" in out and "test MSE" in out
         same(row["test R²"], r.test_r2)
-        value, epoch = row["best val loss @ep"].split(" @")
+        value, epoch = row["best val loss (model units) @ep"].split(" @")
         same(value, r.best_val)
         assert epoch == str(r.best_epoch)
 

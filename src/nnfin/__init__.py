@@ -24,6 +24,7 @@ _API = {
     "tune": ("nnfin.app.tune", "tune"),
     "lr_find": ("nnfin.app.lr_find", "lr_find"),
     "predict": ("nnfin.app.predict", "predict"),
+    "runs": ("nnfin.app.runs_table", "runs"),
     "Config": ("nnfin.config", "Config"),
     "load_config": ("nnfin.config", "load_config"),
     "Run": ("nnfin.runs", "Run"),
@@ -33,7 +34,7 @@ _API = {
 }
 
 __all__ = ["Config", "Run", "__version__", "cv", "fit", "load", "load_config", "load_run", "lr_find",
-           "predict", "resume", "save", "tune"]
+           "predict", "resume", "runs", "save", "tune"]
 
 if TYPE_CHECKING:
     from nnfin.app.cv import cross_validate as cv
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from nnfin.app.lr_find import lr_find
     from nnfin.app.predict import predict
     from nnfin.app.resume import resume
+    from nnfin.app.runs_table import runs
     from nnfin.app.tune import tune
     from nnfin.config import Config, load_config
     from nnfin.runs import Run, load_run
@@ -67,9 +69,9 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """``nnfin.tune`` is the function even once the package ``nnfin.tune`` is imported (an
-    import binds a submodule to its package's attribute; the module stays in ``sys.modules``,
-    so ``from nnfin.tune.space import parse_space`` works as ever)."""
+    """``nnfin.tune`` and ``nnfin.runs`` are the functions even once the modules of those names
+    are imported (an import binds a submodule to its package's attribute; the module stays in
+    ``sys.modules``, so ``from nnfin.runs import load_run`` works as ever)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _API and isinstance(value, types.ModuleType):

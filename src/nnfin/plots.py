@@ -16,8 +16,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 
-def loss_figure(history: pd.DataFrame, title: str = "") -> Figure:
-    """Training and validation loss per epoch on a log scale (as the lecture recommends)."""
+def loss_figure(history: pd.DataFrame, title: str = "", *, units: str = "model units") -> Figure:
+    """Training and validation loss per epoch on a log scale (as the lecture recommends); the
+    loss is the training loss function on the data the model sees (``units``: scaled when
+    ``[data] scale = true``)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for col, label in (("train_loss", "train"), ("val_loss", "validation")):
         if col in history and history[col].notna().any():
@@ -25,7 +27,7 @@ def loss_figure(history: pd.DataFrame, title: str = "") -> Figure:
             ax.plot(history["epoch"], np.where(values > 0, values, np.nan), label=label)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(f"loss ({units})")
     ax.set_title(title or "loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

@@ -252,6 +252,9 @@ def finish_run(trainer: Trainer, run_dir: Path | None) -> Run:
         "epochs": state.epoch, "steps": state.step, "time_s": round(state.elapsed, 4),
         "device": str(trainer.device), "dtype": cfg.train.dtype,
         "n_parameters": sum(p.numel() for p in model.parameters()),
+        # history.csv's losses are the training loss on what the model sees; the split metrics
+        # below are in the data's units
+        "history_units": "standardized" if cfg.data.scale else "data",
         "restored_epoch": state.restored_epoch, "versions": versions(),
     }
     if not diverged:
@@ -314,7 +317,9 @@ def write_run(run: Run, trainer: Trainer) -> None:
     write_json(run_dir / "metrics.json", run.metrics)
     if cfg.run.plots:
         if len(run.history):
-            plots.save(plots.loss_figure(run.history, title=run_dir.name), run_dir / "plots/loss.png")
+            units = "standardized units" if cfg.data.scale else "data units"
+            plots.save(plots.loss_figure(run.history, title=run_dir.name, units=units),
+                       run_dir / "plots/loss.png")
         if run.status != "diverged":
             data = trainer.data
             to_np = lambda t: t.double().cpu().numpy()  # noqa: E731

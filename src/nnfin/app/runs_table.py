@@ -138,6 +138,21 @@ def find_runs(root: str | Path = "runs") -> list[RunSummary]:
     return [summarize(f, root if f != root else root.parent) for f in folders]
 
 
+def runs(root: str | Path = "runs", *, sort: str = "time") -> pd.DataFrame:
+    """``nnfin runs`` as a table: one row per run folder under ``root`` (at any depth).
+
+    ``best_val`` is the lowest validation loss of ``history.csv`` in the model's units
+    (standardized when ``[data] scale = true``); ``test_mse`` and ``test_r2`` are in the data's.
+
+    >>> import nnfin
+    >>> nnfin.runs("runs", sort="test")[["name", "test_mse", "status"]].head()  # doctest: +SKIP
+    """
+    rows = sort_runs(find_runs(root), sort)
+    columns = ["name", "path", "started", "model", "data", "status", "epochs", "best_val",
+               "best_epoch", "test_mse", "test_r2", "seconds"]
+    return pd.DataFrame([{c: getattr(r, c) for c in columns} for r in rows], columns=columns)
+
+
 def sort_runs(rows: list[RunSummary], key: str = "time") -> list[RunSummary]:
     """Sort by ``time`` (start, oldest first), ``duration``, ``val``/``test`` (best first) or
     ``name``; runs without the value go last."""
@@ -198,7 +213,7 @@ def runs_table(rows: list[RunSummary], title: str = "runs", width: int = 80) -> 
                Col("model", cells["model"], numeric=False),
                Col("data", cells["data"], numeric=False, drop=2, floor=6),
                Col("epochs", cells["epochs"], drop=3),
-               Col("best val\nloss @ep", cells["best"]),
+               Col("best val loss\n(model units) @ep", cells["best"]),
                Col("test\nMSE", cells["mse"], drop=1),
                Col("test\nR²", cells["r2"]),
                Col("time", cells["time"], drop=5),

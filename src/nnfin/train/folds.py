@@ -193,8 +193,9 @@ class CVResult:
         return sum(f.time_s for f in self.folds)
 
     def table(self) -> pd.DataFrame:
-        """One row per fold: held-out metrics, epochs, status, time."""
-        return pd.DataFrame([{"fold": f.fold, **{f"val_{k}": v for k, v in f.metrics.items()},
+        """One row per fold: held-out metrics, epochs, status, time; folds numbered from 1, as
+        ``nnfin cv`` prints them and ``cv.csv`` holds them."""
+        return pd.DataFrame([{"fold": f.fold + 1, **{f"val_{k}": v for k, v in f.metrics.items()},
                               "epochs": f.epochs, "restored_epoch": f.restored_epoch,
                               "status": f.status, "n_train": f.n_train,
                               "n_held_out": f.n_held_out, "time_s": f.time_s} for f in self.folds])
