@@ -239,3 +239,14 @@ def test_the_loss_history_says_its_units(tmp_path):
     raw = nnfin.fit(overrides=["data.n=200", "train.epochs=2", "train.progress=false", "run.plots=false",
                                "data.scale=false", f"run.dir={tmp_path / 'r2'}"])
     assert raw.metrics["history_units"] == "data"
+
+
+def test_a_loaded_model_folder_predicts_in_data_units(tmp_path):
+    run = nnfin.fit(overrides=["data.n=200", "train.epochs=3", "train.progress=false"], write=False)
+    nnfin.save(run, tmp_path / "m")
+    model = nnfin.load(tmp_path / "m")
+    x = np.array([[0.0], [1.0], [2.0]])
+    np.testing.assert_allclose(model.predict(x), run.predict(x), rtol=1e-12)
+    raw = model(torch.tensor(x, dtype=torch.float32)).detach().numpy()
+    assert not np.allclose(raw, run.predict(x), atol=1e-3)  # calling the module: standardized units
+    assert model.scaler is not None

@@ -176,8 +176,10 @@ def load(path: str | Path, *, trust: bool = False, device: str | torch.device = 
     """Load what :func:`save` (or plain ``torch.save``) wrote, on ``device`` (default CPU).
 
     * a folder with ``model.json`` (a run or model folder), ``model.json`` or
-      ``model.safetensors`` -> the rebuilt model (eval mode); no pickle is involved. Use
-      :func:`nnfin.load_run` to predict in the data's units (it applies the saved scaling);
+      ``model.safetensors`` -> the rebuilt model (eval mode); no pickle is involved. Calling it,
+      ``model(x)``, works in the standardized units it was trained in; ``model.predict(x)``
+      works in the data's units (the saved scaling applied and undone, as
+      :func:`nnfin.load_run`'s ``run.predict``), and ``model.scaler`` is that scaling;
     * another ``.safetensors`` file -> its dict of tensors;
     * an nnfin checkpoint (``checkpoints/*.ckpt``) -> its state dict, checksum verified;
     * any other file -> ``torch.load(path, map_location=device, weights_only=True)``: a state
@@ -195,13 +197,24 @@ def load(path: str | Path, *, trust: bool = False, device: str | torch.device = 
         if not (p / SPEC).is_file():
             raise FileFormatError(f"folder {str(p)!r} holds no {SPEC} (not an nnfin model or run "
                                   "folder)")
-        return load_model(p, device=device)[0]
+        return _predictor(p, device)
     if p.suffix.lower() == ".json" or (p.suffix.lower() == ".safetensors"
                                        and (p.parent / SPEC).is_file()):
-        return load_model(p, device=device)[0]
+        return _predictor(p, device)
     if p.suffix.lower() == ".safetensors":
         return _load_tensors(p, device)
     return _load_torch(p, trust=trust, device=device)
+
+
+def _predictor(path: Path, device: str | torch.device) -> nn.Module:
+    """The saved model, with ``predict`` (data units) and ``scaler`` attached."""
+    from nnfin.config import load_config
+
+    model, spec, scaler = load_model(path, device=device)
+    run = Run(load_config({}), model, scaler, spec["features"], spec["targets"])
+    model.predict = run.predict  # instance attributes: the module's class and state dict are as ever
+    model.scaler = scaler
+    return model
 
 
 def _load_tensors(p: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
