@@ -216,6 +216,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--peers", default="nnfin,sklearn")
+    parser.add_argument("--same-process", action="store_true",
+                        help="run both calls in this one process, alternated, after one untimed "
+                             "call of each (imports and first-call costs paid): the calls alone")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--config", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -228,6 +231,8 @@ def main() -> None:
         return
 
     peers = args.peers.split(",")
+    if args.same_process:
+        return same_process(args, peers)
     print(f"grid: 12 configs x 5 folds x {args.epochs} epochs, n = {args.n}, refit on all rows; "
           f"1 thread; {args.repeats} fresh-process runs of each, alternated")
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in peers}
@@ -275,6 +280,32 @@ def main() -> None:
               "run, slowed by the log; cumulative s, biggest first):")
         for name, secs in biggest:
             print(f"  {name:<40}{secs:>7.2f}")
+
+
+def same_process(args: argparse.Namespace, peers: list[str]) -> None:
+    """Both calls in this process (one thread each), after one untimed warm-up call of each."""
+    import torch
+
+    torch.set_num_threads(1)
+    print(f"grid: 12 configs x 5 folds x {args.epochs} epochs, n = {args.n}, refit on all rows; "
+          f"1 thread; one process: a warm-up call of each, then {args.repeats} timed calls, alternated")
+    walls: dict[str, list[float]] = {p: [] for p in peers}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "grid.toml").write_text(GRID_TOML.format(n=args.n, epochs=args.epochs))
+        for i in range(args.repeats + 1):
+            for p in peers:
+                r = child_nnfin(tmp / "grid.toml", tmp / f"run-{i}") if p == "nnfin" else \
+                    child_sklearn(args.n, args.epochs)
+                if i:
+                    walls[p].append(r["wall_s"])
+                print(f"  {p} {'warm-up' if not i else f'run {i}'}: {r['wall_s']:.2f} s", flush=True)
+    med = {p: statistics.median(w) for p, w in walls.items()}
+    for p, w in walls.items():
+        print(f"{p:<9}{med[p]:>8.2f} s  ({', '.join(f'{v:.2f}' for v in w)})")
+    if "nnfin" in med and "sklearn" in med:
+        print(f"nnfin.tune call: {med['sklearn'] / med['nnfin']:.1f}x faster than "
+              f"GridSearchCV(MLPRegressor, refit=True) in the same process")
 
 
 if __name__ == "__main__":
