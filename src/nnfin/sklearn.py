@@ -6,9 +6,20 @@ does), trains with :class:`~nnfin.train.loop.Trainer` and keeps the fitted state
 ending in ``_``. It works in ``Pipeline``, ``GridSearchCV`` and ``cross_val_score``, can be
 cloned and pickled, and passes scikit-learn's estimator checks.
 
+Each parameter sets one config key and is named after it (``lr`` is ``[optim] lr``,
+``schedule`` is ``[optim] schedule``). Three rules cover the rest:
+
+* a key found in two of the sections the estimator sets is prefixed with its section and an
+  underscore in both: ``optim_patience`` (``[optim] patience``, the plateau schedule) and
+  ``early_stopping_patience`` (``[early_stopping] patience``);
+* ``[optim] name`` is ``optimizer`` and ``[early_stopping] enabled`` is ``early_stopping``;
+* every other key of ``[model]``, ``[optim]``, ``[penalty]``, ``[train]`` and
+  ``[early_stopping]`` is reached by ``overrides``, a list of ``"section.key=value"``
+  strings as ``nnfin fit --set`` takes them.
+
 >>> import numpy as np
 >>> x = np.linspace(-1.5, 4.5, 200).reshape(-1, 1)
->>> est = NNRegressor(neurons=(6, 6), epochs=50, random_state=0).fit(x, np.cos(x).ravel())
+>>> est = NNRegressor(neurons=(6, 6), epochs=50, seed=0).fit(x, np.cos(x).ravel())
 >>> est.predict(x[:3]).shape, est.n_iter_
 ((3,), 50)
 """
@@ -16,6 +27,7 @@ cloned and pickled, and passes scikit-learn's estimator checks.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +38,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from nnfin.config import BUILTIN_TARGETS, Config, load_config
+from nnfin.config import BUILTIN_TARGETS, Config, load_config, validate
 from nnfin.data import data_from_indices
 from nnfin.data.scaling import Standardizer
 from nnfin.device import resolve_device
@@ -39,69 +51,211 @@ __all__ = ["NNRegressor", "expected_failed_checks"]
 
 # estimator parameter -> (config section, key): the one table that maps names and validates
 _PARAMS: dict[str, tuple[str, str]] = {
-    "model": ("model", "kind"), "neurons": ("model", "neurons"), "degree": ("model", "degree"),
+    "kind": ("model", "kind"), "neurons": ("model", "neurons"), "degree": ("model", "degree"),
     "activation": ("model", "activation"), "init": ("model", "init"),
-    "optimizer": ("optim", "name"), "lr": ("optim", "lr"),
-    "l1": ("penalty", "l1"), "l2": ("penalty", "l2"),
-    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"),
-    "sampling": ("train", "sampling"), "loss": ("train", "loss"),
-    "device": ("train", "device"), "dtype": ("train", "dtype"),
-    "scale": ("data", "scale"), "early_stopping": ("early_stopping", "enabled"),
-    "patience": ("early_stopping", "patience"),
+    "optimizer": ("optim", "name"), "lr": ("optim", "lr"), "momentum": ("optim", "momentum"),
+    "nesterov": ("optim", "nesterov"), "betas": ("optim", "betas"), "eps": ("optim", "eps"),
+    "weight_decay": ("optim", "weight_decay"), "history_size": ("optim", "history_size"),
+    "max_iter": ("optim", "max_iter"), "line_search": ("optim", "line_search"),
+    "schedule": ("optim", "schedule"), "step_size": ("optim", "step_size"),
+    "gamma": ("optim", "gamma"), "min_lr": ("optim", "min_lr"), "max_lr": ("optim", "max_lr"),
+    "factor": ("optim", "factor"), "optim_patience": ("optim", "patience"),
+    "l1": ("penalty", "l1"), "l2": ("penalty", "l2"), "include_bias": ("penalty", "include_bias"),
+    "epochs": ("train", "epochs"), "iterations": ("train", "iterations"),
+    "batch_size": ("train", "batch_size"), "sampling": ("train", "sampling"),
+    "loss": ("train", "loss"), "huber_delta": ("train", "huber_delta"),
+    "device": ("train", "device"), "dtype": ("train", "dtype"), "seed": ("train", "seed"),
+    "progress": ("train", "progress"), "scale": ("data", "scale"),
+    "early_stopping": ("early_stopping", "enabled"), "monitor": ("early_stopping", "monitor"),
+    "early_stopping_patience": ("early_stopping", "patience"),
+    "min_delta": ("early_stopping", "min_delta"), "relative": ("early_stopping", "relative"),
+    "start_from_epoch": ("early_stopping", "start_from_epoch"),
+    "restore_best": ("early_stopping", "restore_best"),
 }
+# the sections ``overrides`` may set (the data are fit's X and y; a run folder is never written)
+_OVERRIDE_SECTIONS = ("model", "optim", "penalty", "train", "early_stopping")
 
 
 class NNRegressor(RegressorMixin, BaseEstimator):
-    """Neural-network regressor trained by nnfin (``model`` = ``mlp``, ``mlp-low`` or
+    """Neural-network regressor trained by nnfin (``kind`` = ``mlp``, ``mlp-low`` or
     ``polynomial``), for one target (1-D ``y``, 1-D predictions) or several (2-D ``y``).
 
-    Parameters mirror the config keys: ``neurons``/``activation``/``init`` are ``[model]``,
-    ``optimizer``/``lr`` are ``[optim]``, ``l1``/``l2`` the ``[penalty]``, ``epochs``,
-    ``batch_size`` (capped at the number of training rows), ``sampling``, ``loss``, ``device``
-    and ``dtype`` the ``[train]`` table. ``scale`` standardizes inputs and outputs with training
-    statistics. With ``early_stopping``, ``validation_fraction`` of the rows is held out and
-    training stops after ``patience`` epochs without a better validation loss (the best weights
-    are kept). ``random_state`` seeds the initial weights, batch order and validation split.
+    Each parameter sets the config key named below and has that key's default, except
+    ``device`` (``"cpu"``), ``seed`` (``None``) and ``progress`` (``False``). The rules of
+    the names are in :mod:`nnfin.sklearn`; :mod:`nnfin.config` describes every key.
+
+    Parameters
+    ----------
+    kind : str, default="mlp"
+        ``[model] kind``: ``mlp``, ``mlp-low`` or ``polynomial``.
+    neurons : tuple of int, default=(6, 6)
+        ``[model] neurons``: hidden widths (an int is one hidden layer).
+    degree : int, default=3
+        ``[model] degree``: degree of the polynomial model.
+    activation : str, default="sigmoid"
+        ``[model] activation``: hidden activation.
+    init : str, default="default"
+        ``[model] init``: weight initialisation.
+    optimizer : str, default="adam"
+        ``[optim] name``: gd, sgd, adam, adamw, rmsprop or lbfgs.
+    lr : float, default=0.03
+        ``[optim] lr``: learning rate.
+    momentum : float, default=0.0
+        ``[optim] momentum``: sgd / rmsprop momentum.
+    nesterov : bool, default=False
+        ``[optim] nesterov``: sgd with Nesterov momentum.
+    betas : tuple of float, default=(0.9, 0.999)
+        ``[optim] betas``: adam / adamw betas.
+    eps : float, default=1e-8
+        ``[optim] eps``: adam / adamw / rmsprop epsilon.
+    weight_decay : float, default=0.0
+        ``[optim] weight_decay``: decoupled (adamw) or coupled weight decay.
+    history_size : int, default=100
+        ``[optim] history_size``: lbfgs memory.
+    max_iter : int, default=20
+        ``[optim] max_iter``: lbfgs iterations per step (not the number of epochs: that is
+        ``epochs``).
+    line_search : str, default="strong_wolfe"
+        ``[optim] line_search``: lbfgs line search, ``strong_wolfe`` or ``none``.
+    schedule : str, default="none"
+        ``[optim] schedule``: none, step, exponential, cosine, onecycle or plateau.
+    step_size : int, default=100
+        ``[optim] step_size``: step schedule, epochs between decays.
+    gamma : float, default=0.5
+        ``[optim] gamma``: step / exponential schedule, decay factor.
+    min_lr : float, default=0.0
+        ``[optim] min_lr``: cosine schedule, final learning rate.
+    max_lr : float or None, default=None
+        ``[optim] max_lr``: onecycle schedule, peak learning rate (``None``: 10 x ``lr``).
+    factor : float, default=0.5
+        ``[optim] factor``: plateau schedule, decay factor.
+    optim_patience : int, default=10
+        ``[optim] patience``: plateau schedule, epochs without improvement.
+    l1 : float, default=0.0
+        ``[penalty] l1``: L1 lambda.
+    l2 : float, default=0.0
+        ``[penalty] l2``: L2 lambda.
+    include_bias : bool, default=True
+        ``[penalty] include_bias``: penalise the biases too.
+    epochs : int, default=200
+        ``[train] epochs``: passes over the training rows (fewer with early stopping).
+    iterations : int or None, default=None
+        ``[train] iterations``: total steps instead of ``epochs`` (it wins when set).
+    batch_size : int, default=64
+        ``[train] batch_size``: mini-batch size, capped at the number of training rows.
+    sampling : str, default="shuffle"
+        ``[train] sampling``: shuffle, choice or full.
+    loss : str, default="mse"
+        ``[train] loss``: mse, sse, mae or huber.
+    huber_delta : float, default=1.0
+        ``[train] huber_delta``: huber threshold.
+    device : str, default="cpu"
+        ``[train] device``: auto, cpu, cuda, cuda:N or mps.
+    dtype : str, default="float32"
+        ``[train] dtype``: float32 or float64.
+    seed : int, RandomState or None, default=None
+        ``[train] seed``: seeds the initial weights, batch order and validation split. An int
+        is the seed itself; ``None`` or a ``numpy.random.RandomState`` draws one per fit.
+    progress : bool, default=False
+        ``[train] progress``: show a progress bar.
+    scale : bool, default=True
+        ``[data] scale``: standardize inputs and outputs with training statistics.
+    early_stopping : bool, default=False
+        ``[early_stopping] enabled``: hold out ``validation_fraction`` of the rows and stop
+        when ``monitor`` stops improving.
+    monitor : str, default="val_loss"
+        ``[early_stopping] monitor``: history column to watch.
+    early_stopping_patience : int, default=20
+        ``[early_stopping] patience``: epochs without improvement before stopping.
+    min_delta : float, default=0.0
+        ``[early_stopping] min_delta``: smallest change that counts.
+    relative : bool, default=False
+        ``[early_stopping] relative``: ``min_delta`` is relative to the best value.
+    start_from_epoch : int, default=0
+        ``[early_stopping] start_from_epoch``: ignore epochs before this one.
+    restore_best : bool, default=True
+        ``[early_stopping] restore_best``: keep the best weights at the end.
+    validation_fraction : float, default=0.1
+        No config key: the share of rows held out with ``early_stopping``.
+    overrides : list of str, default=()
+        ``"section.key=value"`` strings (``nnfin fit --set``) for the keys of ``[model]``,
+        ``[optim]``, ``[penalty]``, ``[train]`` and ``[early_stopping]`` that have no
+        parameter: ``[train] derivative_weight``, ``[train] compile``, ``[train] distributed``,
+        ``[train] tensorboard`` and ``[train] tensorboard_every``. A key that has a parameter is
+        set by it: an override of it is an error.
 
     Fitted attributes: ``model_`` (a ``torch.nn.Module``), ``scaler_`` (or ``None``),
     ``history_`` (one row per epoch), ``n_iter_`` (epochs run), ``n_features_in_``,
-    ``feature_names_in_`` (given a DataFrame), ``n_outputs_``, ``config_``.
+    ``feature_names_in_`` (given a DataFrame), ``n_outputs_``, ``config_`` (the
+    :class:`~nnfin.config.Config` trained).
 
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn.preprocessing import StandardScaler
-    >>> pipe = make_pipeline(StandardScaler(), NNRegressor(epochs=5, random_state=0))
+    >>> pipe = make_pipeline(StandardScaler(), NNRegressor(epochs=5, seed=0))
     """
 
-    def __init__(self, model: str = "mlp", neurons: tuple[int, ...] = (6, 6), *,
+    def __init__(self, kind: str = "mlp", neurons: int | Sequence[int] = (6, 6), *,
                  degree: int = 3, activation: str = "sigmoid", init: str = "default",
-                 optimizer: str = "adam", lr: float = 0.03, epochs: int = 200,
-                 batch_size: int = 64, sampling: str = "shuffle", l1: float = 0.0,
-                 l2: float = 0.0, loss: str = "mse", scale: bool = True,
-                 early_stopping: bool = False, validation_fraction: float = 0.1,
-                 patience: int = 20, device: str = "cpu", dtype: str = "float32",
-                 random_state: int | np.random.RandomState | None = None,
-                 verbose: bool = False) -> None:
-        self.model = model
+                 optimizer: str = "adam", lr: float = 0.03, momentum: float = 0.0,
+                 nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, history_size: int = 100,
+                 max_iter: int = 20, line_search: str = "strong_wolfe", schedule: str = "none",
+                 step_size: int = 100, gamma: float = 0.5, min_lr: float = 0.0,
+                 max_lr: float | None = None, factor: float = 0.5, optim_patience: int = 10,
+                 l1: float = 0.0, l2: float = 0.0, include_bias: bool = True,
+                 epochs: int = 200, iterations: int | None = None, batch_size: int = 64,
+                 sampling: str = "shuffle", loss: str = "mse", huber_delta: float = 1.0,
+                 device: str = "cpu", dtype: str = "float32",
+                 seed: int | np.random.RandomState | None = None, progress: bool = False,
+                 scale: bool = True, early_stopping: bool = False, monitor: str = "val_loss",
+                 early_stopping_patience: int = 20, min_delta: float = 0.0,
+                 relative: bool = False, start_from_epoch: int = 0, restore_best: bool = True,
+                 validation_fraction: float = 0.1, overrides: Sequence[str] = ()) -> None:
+        self.kind = kind
         self.neurons = neurons
         self.degree = degree
         self.activation = activation
         self.init = init
         self.optimizer = optimizer
         self.lr = lr
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.sampling = sampling
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.history_size = history_size
+        self.max_iter = max_iter
+        self.line_search = line_search
+        self.schedule = schedule
+        self.step_size = step_size
+        self.gamma = gamma
+        self.min_lr = min_lr
+        self.max_lr = max_lr
+        self.factor = factor
+        self.optim_patience = optim_patience
         self.l1 = l1
         self.l2 = l2
+        self.include_bias = include_bias
+        self.epochs = epochs
+        self.iterations = iterations
+        self.batch_size = batch_size
+        self.sampling = sampling
         self.loss = loss
-        self.scale = scale
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.patience = patience
+        self.huber_delta = huber_delta
         self.device = device
         self.dtype = dtype
-        self.random_state = random_state
-        self.verbose = verbose
+        self.seed = seed
+        self.progress = progress
+        self.scale = scale
+        self.early_stopping = early_stopping
+        self.monitor = monitor
+        self.early_stopping_patience = early_stopping_patience
+        self.min_delta = min_delta
+        self.relative = relative
+        self.start_from_epoch = start_from_epoch
+        self.restore_best = restore_best
+        self.validation_fraction = validation_fraction
+        self.overrides = overrides
 
     # ------------------------------------------------------------------ sklearn API
 
@@ -109,11 +263,12 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
-        tags.non_deterministic = self.random_state is None
+        tags.non_deterministic = self.seed is None
         return tags
 
     def fit(self, X: Any, y: Any) -> NNRegressor:
-        """Train a fresh network for ``epochs`` epochs (fewer with early stopping)."""
+        """Train a fresh network for ``epochs`` epochs (``iterations`` steps when set; fewer
+        with early stopping)."""
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
         y2 = self._targets(y)
         seed = self._seed()
@@ -126,7 +281,7 @@ class NNRegressor(RegressorMixin, BaseEstimator):
                                  targets=self._target_names(y2), scale=cfg.data.scale,
                                  device=self._device(cfg), dtype=cfg.train.dtype)
         self._start(cfg, data.scaler, X.shape[1], y2.shape[1])
-        self._train(data, cfg, cfg.train.epochs)
+        self._train(data, cfg, None)
         return self
 
     def partial_fit(self, X: Any, y: Any) -> NNRegressor:
@@ -134,7 +289,8 @@ class NNRegressor(RegressorMixin, BaseEstimator):
 
         The first call sets up the model and fits the scaling on its rows; later calls reuse
         them (no early stopping here: every row trains). On the rows ``fit`` saw, ``fit`` with
-        ``epochs=k`` followed by ``partial_fit`` gives the weights of ``epochs=k + 1``.
+        ``epochs=k`` followed by ``partial_fit`` gives the weights of ``epochs=k + 1`` (without a
+        ``schedule``: each call starts the schedule afresh).
         """
         first = not hasattr(self, "model_")
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64,
@@ -149,7 +305,8 @@ class NNRegressor(RegressorMixin, BaseEstimator):
             raise ConfigError(f"NNRegressor: y has {y2.shape[1]} target column(s); it was fitted "
                               f"with n_outputs_ = {self.n_outputs_}")
         cfg = load_config(self.config_, [f"train.batch_size={min(self.batch_size, X.shape[0])}",
-                                         "early_stopping.enabled=false"])
+                                         "early_stopping.enabled=false",
+                                         f"train.progress={str(bool(self.progress)).lower()}"])
         data = data_from_indices(X, y2, np.arange(len(X)), np.arange(0), np.arange(0),
                                  features=self._names(), targets=self._target_names(y2),
                                  scale=False, device=self._device(cfg), dtype=cfg.train.dtype)
@@ -195,8 +352,8 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         run = load_run(run_dir, device=device)
         c = run.config
         values = {param: getattr(getattr(c, section), key) for param, (section, key) in _PARAMS.items()}
-        values.update(neurons=tuple(c.model.neurons), device=device,
-                      epochs=c.train.epochs or 200, random_state=c.train.seed)
+        values.update(neurons=tuple(c.model.neurons), betas=tuple(c.optim.betas), device=device,
+                      epochs=c.train.epochs or 200, progress=False)
         est = cls(**values)
         est.model_, est.scaler_, est.config_ = run.model, run.scaler, c
         est.history_ = run.history
@@ -228,9 +385,9 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         self._sampler_state: torch.Tensor | None = None
 
     def _seed(self) -> int:
-        if isinstance(self.random_state, (int, np.integer)) and not isinstance(self.random_state, bool):
-            return int(self.random_state)
-        return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        if isinstance(self.seed, (int, np.integer)) and not isinstance(self.seed, bool):
+            return int(self.seed)
+        return int(check_random_state(self.seed).randint(0, 2**31 - 1))
 
     def _names(self) -> list[str]:
         names = getattr(self, "feature_names_in_", None)
@@ -261,24 +418,49 @@ class NNRegressor(RegressorMixin, BaseEstimator):
             if param == "neurons":
                 value = [value] if isinstance(value, (int, np.integer)) else list(value)
             raw.setdefault(section, {})[key] = value
-        raw["train"].update(seed=seed, progress=bool(self.verbose))
+        raw["train"]["seed"] = seed
         if isinstance(self.batch_size, (int, np.integer)) and self.batch_size > n_train:
             raw["train"]["batch_size"] = n_train
+        overrides = self._overrides()
         try:
-            return load_config(raw)
+            return load_config(raw, overrides)
         except ConfigError as exc:
             raise ConfigError(_param_message(str(exc))) from None
+
+    def _overrides(self) -> list[str]:
+        """``overrides`` checked: strings for keys of the five sections that have no parameter."""
+        items = [self.overrides] if isinstance(self.overrides, str) else self.overrides
+        if not isinstance(items, Sequence) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"NNRegressor: overrides = {self.overrides!r} must be a list of "
+                              '"section.key=value" strings')
+        targets = {where: param for param, where in _PARAMS.items()}
+        for item in items:
+            parts = item.partition("=")[0].strip().split(".")
+            if len(parts) >= 2 and parts[0] not in _OVERRIDE_SECTIONS:
+                raise ConfigError(f"NNRegressor: overrides item {item!r} sets [{parts[0]}]; it may "
+                                  f"set [{'], ['.join(_OVERRIDE_SECTIONS)}] (the data are fit's X "
+                                  "and y)")
+            param = targets.get((parts[0], parts[-1])) if len(parts) == 2 else None
+            if param is not None:
+                raise ConfigError(f"NNRegressor: overrides item {item!r} sets [{parts[0]}] "
+                                  f"{parts[1]}, which is the parameter {param}: set {param} instead")
+        return list(items)
 
     def _device(self, cfg: Config) -> torch.device:
         return resolve_device(cfg.train.device, cfg.train.dtype)
 
-    def _train(self, data: Any, cfg: Config, epochs: int) -> None:
-        """Run the loop for ``epochs`` epochs, continuing the optimizer state if there is one."""
-        cfg = load_config(cfg, [f"train.epochs={epochs}"])
+    def _train(self, data: Any, cfg: Config, epochs: int | None) -> None:
+        """Run the loop (for ``epochs`` epochs when given, else as ``cfg`` says), continuing the
+        optimizer state if there is one."""
+        if epochs is not None:
+            raw = cfg.to_dict()
+            raw["train"].pop("iterations", None)
+            raw["train"]["epochs"] = epochs
+            cfg = validate(raw)
         callbacks: list[Callback] = []
-        if self.verbose:
+        if cfg.train.progress:
             callbacks.append(ProgressBar())
-        stopper = EarlyStopping.from_config(cfg.early_stopping, restore_best=True)
+        stopper = EarlyStopping.from_config(cfg.early_stopping)
         if stopper is not None and data.x_val.shape[0] > 0:
             callbacks.append(stopper)
         trainer = Trainer(self.model_, data, cfg, callbacks=callbacks)
@@ -300,12 +482,13 @@ class NNRegressor(RegressorMixin, BaseEstimator):
 
 
 def _param_message(msg: str) -> str:
-    """``[optim] lr = -1.0: ...`` -> ``NNRegressor: lr = -1.0: ...`` (the estimator's names)."""
+    """``[optim] lr = -1.0: ...`` -> ``NNRegressor: lr = -1.0: ...`` (the estimator's names;
+    an override's ``--set 'x'`` is ``overrides item 'x'``)."""
     for param, (section, key) in _PARAMS.items():
         prefix = f"[{section}] {key}"
         if msg.startswith(prefix) and msg[len(prefix):len(prefix) + 1] in (" ", "."):
             return f"NNRegressor: {param}{msg[len(prefix):]}"
-    return f"NNRegressor: {msg}"
+    return f"NNRegressor: {msg.replace('--set ', 'overrides item ')}"
 
 
 def expected_failed_checks(estimator: BaseEstimator) -> dict[str, str]:
