@@ -250,3 +250,25 @@ def test_a_loaded_model_folder_predicts_in_data_units(tmp_path):
     raw = model(torch.tensor(x, dtype=torch.float32)).detach().numpy()
     assert not np.allclose(raw, run.predict(x), atol=1e-3)  # calling the module: standardized units
     assert model.scaler is not None
+
+
+def test_force_with_a_refused_config_keeps_the_previous_run(tmp_path):
+    out = tmp_path / "run"
+    nnfin.fit(overrides=[*QUICK, "train.epochs=2"], run_dir=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".nnfin.lock"}
+    with pytest.raises(ConfigError, match="batch_size"):
+        nnfin.fit(overrides=[*QUICK, "train.batch_size=100000"], run_dir=out, force=True)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".nnfin.lock"}
+    assert after == before
+    assert nnfin.load_run(out).metrics["epochs"] == 2
+
+
+def test_cv_force_with_a_refused_config_keeps_the_previous_cv(tmp_path):
+    out = tmp_path / "cv"
+    nnfin.cv(overrides=QUICK, folds=3, run_dir=out)
+    before = (out / "cv.json").read_bytes(), (out / "config.toml").read_bytes()
+    with pytest.raises(ConfigError, match="batch_size"):
+        nnfin.cv(overrides=[*QUICK, "train.batch_size=100000"], folds=3, run_dir=out, force=True)
+    assert ((out / "cv.json").read_bytes(), (out / "config.toml").read_bytes()) == before
+    res = nnfin.cv(overrides=[*QUICK, "train.epochs=2"], folds=2, run_dir=out, force=True)
+    assert len(res.folds) == 2 and len(pd.read_csv(out / "cv.csv")) == 2  # replaced by the new one

@@ -54,17 +54,16 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
         from nnfin.tune.progress import SearchProgress
 
         bar = SearchProgress(console, folds=plan.k)
-    run_dir, made, lock = None, False, None
+    run_dir, made, lock, previous = None, False, None, False
     if write:
         from nnfin.runs import abandon_run_dir, clear_run, create_run_dir
 
         run_dir, made = create_run_dir(cfg, force=force, kind="cv")
+        previous = (run_dir / "config.toml").exists()  # a cv run that force will replace
         lock = files.RunLock(run_dir, "nnfin cv").acquire()
-        if force:
-            clear_run(run_dir)
     started = time.perf_counter()
     try:
-        if run_dir is not None:
+        if run_dir is not None and not previous:  # a killed cv leaves its config behind
             files.write_text(run_dir / "config.toml", cfg.to_toml())
         (res,) = evaluate_candidates(
             [cfg], plan, metric=tc.metric,
@@ -72,9 +71,12 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
         if bar is not None:
             bar.progress.update(bar.fold_task, completed=plan.k)
     except NNFinError:
-        if lock is not None:  # a refused config leaves no run folder behind
+        if lock is not None:  # a refused config leaves no run folder behind, and keeps a previous run
             lock.release()
-            abandon_run_dir(run_dir, made)
+            if previous:
+                files.remove(run_dir / files.LOCK_NAME)
+            else:
+                abandon_run_dir(run_dir, made)
         raise
     finally:
         if bar is not None:
@@ -86,6 +88,9 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
         from nnfin.runs import write_json
 
         try:
+            if previous:  # replaced only now that the new cv has its results
+                clear_run(run_dir)
+                files.write_text(run_dir / "config.toml", cfg.to_toml())
             files.write_frame(run_dir / "cv.csv", res.table())
             write_json(run_dir / "cv.json", {**res.summary(), "wall_s": time.perf_counter() - started,
                                              "per_fold": res.table().to_dict(orient="records")})

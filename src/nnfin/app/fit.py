@@ -180,25 +180,30 @@ def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = Non
         _USER_MODELS.add(model)
     model = model.to(device=device, dtype=getattr(torch, cfg.train.dtype))
     new = write and run_dir is None
-    made = False
+    made = previous = False
     if new:  # made and locked before anything is written; see release_run_dir
         run_dir, made = create_run_dir(cfg, force=force, kind="fit")
+        previous = (run_dir / "config.toml").exists()  # a run that force will replace
         try:
             files.RunLock(run_dir, "nnfin fit").acquire()
         except NNFinError:
-            abandon_run_dir(run_dir, made)
+            if not previous:
+                abandon_run_dir(run_dir, made)
             raise
-        if force:
-            clear_run(run_dir)
     try:
         trainer = Trainer(model, data, cfg, callbacks=_callbacks(cfg, data.digest, run_dir, progress,
                                                                  console, callbacks))
         if new:
+            if previous:  # only once the new config is accepted: a refusal keeps the old run
+                clear_run(run_dir)
             files.write_text(run_dir / "config.toml", run_config_toml(cfg))
     except NNFinError:
         if new:  # a refused config leaves no run folder behind (a folder the user made stays)
             release_run_dir(run_dir)
-            abandon_run_dir(run_dir, made)
+            if previous:
+                files.remove(run_dir / files.LOCK_NAME)
+            else:
+                abandon_run_dir(run_dir, made)
         raise
     return trainer, run_dir
 
