@@ -13,7 +13,7 @@ import torch
 import nnfin
 from conftest import FAST, assert_one_line_error
 from nnfin.config import load_config
-from nnfin.errors import ConfigError, DataError, FileFormatError
+from nnfin.errors import ConfigError, DataError, FileFormatError, NNFinError
 
 TINY = [*FAST, "run.plots=false"]
 
@@ -161,3 +161,102 @@ def test_the_python_api_refuses_a_config_of_the_wrong_type():
 
 def test_overrides_may_be_one_string():
     assert load_config(None, "train.epochs=3").train.epochs == 3
+
+
+# ------------------------------------------------------------------ the Python API's inputs
+
+Q = ["train.epochs=2", "run.plots=false", "train.progress=false", "data.n=200"]
+
+
+def _xy(n=200):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (n, 2))
+    return x, x.sum(1)
+
+
+@pytest.mark.parametrize("frame_kind", ["empty", "repeated", "complex"])
+def test_in_memory_data_that_cannot_be_used_is_one_line(frame_kind):
+    import numpy as np
+    import pandas as pd
+
+    x, y = _xy()
+    data = {"empty": pd.DataFrame(),
+            "repeated": pd.DataFrame(np.c_[x, y], columns=["a", "a", "y"]),
+            "complex": (x.astype(complex), y)}[frame_kind]
+    with pytest.raises(DataError, match="data = "):
+        nnfin.fit(data=data, features=["a"] if frame_kind == "repeated" else None, overrides=Q, write=False)
+
+
+class _NoParams(torch.nn.Module):
+    def forward(self, x):
+        return x[:, :1]
+
+
+class _Flat(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def forward(self, x):
+        return self.layer(x)[:, 0]  # (n,), not (n, 1): would broadcast against the targets
+
+
+class _Pair(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def forward(self, x):
+        return self.layer(x), x
+
+
+@pytest.mark.parametrize("model, fragment", [
+    (lambda: torch.nn.Linear(2, 3), "returns shape (2, 3)"),
+    (lambda: torch.nn.Linear(5, 1), "cannot take the 2 input(s)"),
+    (_NoParams, "no trainable parameters"),
+    (lambda: torch.nn.Linear(2, 1).requires_grad_(False), "no trainable parameters"),
+    (_Flat, "returns shape (2,)"),
+    (_Pair, "returns a tuple"),
+])
+def test_a_network_of_ones_own_that_cannot_train_is_refused_before_training(model, fragment):
+    with pytest.raises(NNFinError) as exc:
+        nnfin.fit(data=_xy(), model=model(), overrides=Q, write=False)
+    assert fragment in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_force_does_not_take_a_users_files_for_a_previous_run(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"mine": 1}')
+    (mine / "config.toml").write_text("# my notes\n")
+    with pytest.raises(ConfigError, match="not a previous nnfin fit run"):
+        nnfin.fit(data=_xy(), run_dir=mine, force=True, overrides=Q)
+    assert (mine / "metrics.json").read_text() == '{"mine": 1}'
+    assert (mine / "config.toml").read_text() == "# my notes\n"
+
+
+@pytest.mark.parametrize("overrides", [5, ["train.epochs=2", 3]])
+def test_overrides_of_the_wrong_type_are_one_line(overrides):
+    with pytest.raises(ConfigError, match="overrides"):
+        nnfin.fit(overrides=overrides, write=False)
+
+
+def test_predict_refuses_text_and_missing_values_and_keeps_floats_for_integers(tmp_path):
+    import numpy as np
+
+    run = nnfin.fit(data=_xy(), overrides=Q, write=False)
+    with pytest.raises(DataError, match="not numeric"):
+        run.predict([["x", "y"]])
+    with pytest.raises(DataError, match="row 0, feature 'x1'"):
+        run.predict([[np.nan, 0.1]])
+    as_int = run.predict_tensor(torch.tensor([[1, 0]]))
+    assert as_int.is_floating_point()
+    torch.testing.assert_close(as_int, run.predict_tensor(torch.tensor([[1.0, 0.0]], dtype=torch.float64)))
+
+
+def test_nnfin_runs_shows_a_finished_cv(tmp_path):
+    nnfin.cv(overrides=Q, folds=2, run_dir=tmp_path / "runs" / "cv1")
+    table = nnfin.runs(tmp_path / "runs")
+    assert table["status"][0] == "cv finished"

@@ -446,6 +446,13 @@ def load_config(
     """
     if isinstance(overrides, str):
         overrides = [overrides]
+    if not isinstance(overrides, (list, tuple)):
+        raise ConfigError(f"overrides = {overrides!r} must be a \"section.key=value\" string or a list "
+                          "of them")
+    for i, item in enumerate(overrides):
+        if not isinstance(item, str):
+            raise ConfigError(f"overrides[{i}] = {item!r} must be a \"section.key=value\" string, "
+                              "e.g. \"train.epochs=3\"")
     if isinstance(source, Config):
         raw = source.to_dict()
     elif isinstance(source, dict):

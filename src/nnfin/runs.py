@@ -82,6 +82,8 @@ class Run:
         if x.dim() != 2 or x.shape[1] != len(self.features):
             raise DataError(f"input has shape {tuple(x.shape)}; expected (n, {len(self.features)}) "
                             f"for features {self.features!r}")
+        if not x.is_floating_point():  # integer inputs: compute in floats, never round the output
+            x = x.to(torch.float64)
         param = next(self.model.parameters())
         t = x.to(param.device)
         if self.scaler is not None:
@@ -102,13 +104,23 @@ class Run:
             if missing:
                 raise DataError(f"input lacks the training feature column(s) {missing!r} "
                                 f"(has: {', '.join(map(str, x.columns))})")
-            x = x[self.features].to_numpy(dtype=np.float64)
-        t = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64) if not torch.is_tensor(x) else x)
+            x = x[self.features]
+        try:
+            t = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64) if not torch.is_tensor(x)
+                                else x).to(torch.float64)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"input is not numeric ({str(exc).splitlines()[0][:120]}); give numbers "
+                            f"for features {self.features!r}") from None
         if t.dim() == 1 and len(self.features) == 1:
             t = t.reshape(-1, 1)
         if t.dim() != 2 or t.shape[1] != len(self.features):
             raise DataError(f"input has shape {tuple(t.shape)}; expected (n, {len(self.features)}) "
                             f"for features {self.features!r}")
+        bad = (~torch.isfinite(t)).nonzero()
+        if len(bad):
+            row, col = (int(v) for v in bad[0])
+            raise DataError(f"input has a missing or non-finite value at row {row}, feature "
+                            f"{self.features[col]!r} ({float(t[row, col])}); predictions need numbers")
         param = next(self.model.parameters())
         t = t.to(param.device, torch.float64)
         if self.scaler is not None:
@@ -167,10 +179,11 @@ def create_run_dir(cfg: Config, *, force: bool = False, kind: str = "fit") -> tu
                 raise ConfigError(f"[run] dir = {rc.dir!r} already exists and is not empty; "
                                   "choose another folder (nothing was overwritten), or pass --force "
                                   f"(force=True) to replace a previous nnfin {kind} run there")
-            if not path.is_dir() or not markers or not all((path / m).is_file() for m in markers):
+            if not path.is_dir() or not markers or not _is_previous_run(path, kind):
                 raise ConfigError(f"[run] dir = {rc.dir!r} is not empty and is not a previous nnfin "
-                                  f"{kind} run (no {' and '.join(markers)}); force replaces only "
-                                  "such a run: choose another folder (nothing was overwritten)")
+                                  f"{kind} run (no {' and '.join(markers)} written by nnfin); force "
+                                  "replaces only such a run: choose another folder (nothing was "
+                                  "overwritten)")
         existed = path.is_dir()
         _mkdir(path, exist_ok=True)
         return path, not existed
@@ -182,6 +195,19 @@ def create_run_dir(cfg: Config, *, force: bool = False, kind: str = "fit") -> tu
             return path, True
         k += 1
         path = base.with_name(f"{base.name}-{k}")
+
+
+def _is_previous_run(path: Path, kind: str) -> bool:
+    """Whether ``path`` holds a run of ``kind`` that nnfin wrote: its marker files exist *and*
+    read as nnfin's (a config with nnfin's sections, the JSON summary with nnfin's keys), so a
+    user's own ``config.toml`` or ``metrics.json`` is never taken for one."""
+    try:
+        cfg = parse_config(path / "config.toml")
+        summary = parse_metrics(path / ("cv.json" if kind == "cv" else "metrics.json"))
+    except READ_ERRORS:
+        return False
+    keys = {"status", "versions", "epochs"} if kind == "fit" else {"metric", "folds", "engine"}
+    return bool(set(cfg) & {"data", "model", "train"}) and keys <= set(summary)
 
 
 def _mkdir(path: Path, *, exist_ok: bool) -> bool:

@@ -20,7 +20,7 @@ from nnfin.config import Config, load_config
 from nnfin.data import Data, build_data
 from nnfin.data.finance_bridge import FINANCE_KINDS
 from nnfin.device import resolve_device
-from nnfin.errors import ConfigError, NNFinError
+from nnfin.errors import ConfigError, DataError, NNFinError
 from nnfin.io import USER_KIND, save_model, versions
 from nnfin.metrics import regression_metrics
 from nnfin.models import Polynomial, build_model
@@ -77,7 +77,12 @@ def as_list(overrides: str | Sequence[str] | None) -> list[str]:
     """
     if overrides is None:
         return []
-    return [overrides] if isinstance(overrides, str) else list(overrides)
+    if isinstance(overrides, str):
+        return [overrides]
+    if not isinstance(overrides, (list, tuple)):
+        raise ConfigError(f"overrides = {overrides!r} must be a \"section.key=value\" string or a list "
+                          "of them")
+    return list(overrides)
 
 
 # keyword (= command-line option) -> config key; the strings are quoted as TOML
@@ -179,6 +184,8 @@ def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = Non
     else:
         _USER_MODELS.add(model)
     model = model.to(device=device, dtype=getattr(torch, cfg.train.dtype))
+    if model in _USER_MODELS:
+        check_user_model(model, data)
     new = write and run_dir is None
     made = previous = False
     if new:  # made and locked before anything is written; see release_run_dir
@@ -206,6 +213,39 @@ def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = Non
                 abandon_run_dir(run_dir, made)
         raise
     return trainer, run_dir
+
+
+def check_user_model(model: torch.nn.Module, data: Data) -> None:
+    """Refuse, in one line and before training, a network of one's own that cannot be trained on
+    ``data``: no trainable parameters, a forward that fails on two training rows, or an output
+    that is not an (n, n_targets) tensor (a (n,) output would broadcast against the targets and
+    train to a wrong answer without an error)."""
+    from nnfin.train.loop import capture_rng, restore_rng
+
+    name = type(model).__name__
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model = {name} has no trainable parameters (none, or all with "
+                          "requires_grad = False)")
+    x = data.split("train")[0][:2]
+    rng, training = capture_rng(), model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(f"model = {name} cannot take the {data.in_dim} input(s) "
+                        f"{', '.join(data.features)} (a batch of shape {tuple(x.shape)}): "
+                        f"{first}") from None
+    finally:
+        model.train(training)
+        restore_rng(rng)
+    if not torch.is_tensor(out):
+        raise DataError(f"model = {name} returns a {type(out).__name__}; it must return one tensor "
+                        f"of shape (n, {data.out_dim})")
+    if tuple(out.shape) != (x.shape[0], data.out_dim):
+        raise DataError(f"model = {name} returns shape {tuple(out.shape)} for {x.shape[0]} rows; it "
+                        f"must return (n, {data.out_dim}) for the target(s) {', '.join(data.targets)}")
 
 
 def release_run_dir(run_dir: Path | None) -> None:

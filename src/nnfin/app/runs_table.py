@@ -87,6 +87,10 @@ def summarize(run_dir: Path, root: Path | None = None) -> RunSummary:
 
     cfg = attempt(parse_config, "config.toml", {})
     metrics = attempt(parse_metrics, "metrics.json", None)
+    if metrics is None and (run_dir / "cv.json").is_file():  # a cross-validation run: its summary
+        cv = attempt(parse_metrics, "cv.json", None)
+        if cv is not None:
+            metrics = {"status": f"cv {cv.get('status', 'unknown')}", "time_s": cv.get("time_s")}
     history = attempt(parse_history, "history.csv", pd.DataFrame())
     try:
         started = datetime.fromtimestamp((run_dir / "config.toml").stat().st_mtime)

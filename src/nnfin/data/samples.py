@@ -42,10 +42,19 @@ def memory_frame(data: Any, *, features: str | Sequence[str] | None = None,
     feats = [features] if isinstance(features, str) else (list(features) if features else None)
     targs = [target] if isinstance(target, str) else (list(target) if target else None)
     if isinstance(data, pd.DataFrame):
+        if data.empty:
+            raise DataError(f"data = a DataFrame of shape {data.shape} holds no samples")
+        names = [str(c) for c in data.columns]
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:
+            raise DataError(f"data = a DataFrame with two columns named {twice!r}; give every column "
+                            "its own name")
         return data, feats, targs
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise DataError(f"data = {type(data).__name__}: in-memory data are a pandas DataFrame or a "
                         "pair (X, y) of arrays")
+    if any(np.iscomplexobj(part) for part in data):
+        raise DataError("data = (X, y) holds complex numbers; give real ones")
     try:
         x = np.asarray(data[0], dtype=np.float64)
         y = np.asarray(data[1], dtype=np.float64)
@@ -53,6 +62,9 @@ def memory_frame(data: Any, *, features: str | Sequence[str] | None = None,
         raise DataError(f"data = (X, y) must hold numbers: {str(exc).splitlines()[0]}") from None
     x = x.reshape(-1, 1) if x.ndim == 1 else x
     y = y.reshape(-1, 1) if y.ndim == 1 else y
+    if x.size == 0 or y.size == 0:
+        raise DataError(f"data = (X, y) of shapes {np.shape(data[0])} and {np.shape(data[1])} holds "
+                        "no samples")
     if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
         raise DataError(f"data = (X, y) of shapes {np.shape(data[0])} and {np.shape(data[1])}: "
                         "X must be (n, n_features) and y (n,) or (n, n_targets)")
