@@ -101,7 +101,9 @@ def test_three_workers_complete_exactly_the_budget(tmp_path):
 
 def test_a_worker_killed_mid_trial_does_not_lose_the_study(tmp_path):
     study = f"kill-{uuid.uuid4().hex[:8]}"
-    cfg = write_config(tmp_path, strategy="grid", epochs=150,
+    # long enough trials (a stack of six networks trains 150 epochs in well under a second) for
+    # the poll below to catch one running
+    cfg = write_config(tmp_path, strategy="grid", epochs=3000,
                        space='"optim.lr" = [0.003, 0.01, 0.03]\n"model.width" = [4, 8]')
     procs = start_workers(cfg, study, 3)
     pids = {p.pid: p for p in procs}
