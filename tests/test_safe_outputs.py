@@ -20,7 +20,7 @@ from conftest import assert_one_line_error
 from nnfin import files
 from nnfin.app import report as report_mod
 from nnfin.app.resume import ResumeWarning
-from nnfin.train.checkpoint import CheckpointCallback, checkpoint_problem
+from nnfin.train.checkpoint import checkpoint_problem
 
 TINY = ["train.device=cpu", "train.progress=false", "data.n=300", "train.epochs=3", "run.plots=false"]
 BS = ["data.kind=black-scholes", "data.n=400", "train.epochs=2", "model.neurons=[8]",
@@ -182,14 +182,15 @@ def test_a_missing_last_checkpoint_falls_back_and_says_so(tmp_path):
         nnfin.resume(run_dir, epochs=5)
 
 
-def test_rotation_checks_last_once_per_callback(tmp_path, monkeypatch):
+def test_a_resumed_run_verifies_last_ckpt_once_not_at_every_write(tmp_path, monkeypatch):
+    run_dir = tmp_path / "r"
+    nnfin.fit(overrides=[*TINY, "train.epochs=2", "run.checkpoint_every=1", f"run.dir={run_dir}"])
     calls = []
     real = checkpoint_problem
     monkeypatch.setattr("nnfin.train.checkpoint.checkpoint_problem",
                         lambda p: calls.append(p) or real(p))
-    nnfin.fit(overrides=[*TINY, "train.epochs=4", "run.checkpoint_every=1", f"run.dir={tmp_path / 'r'}"])
-    assert len(calls) <= 1
-    assert isinstance(CheckpointCallback, type)
+    nnfin.resume(run_dir, epochs=6)  # four more checkpoint writes
+    assert calls == [run_dir / "checkpoints" / "last.ckpt"]
 
 
 # ------------------------------------------------------------------- 5. the run lock

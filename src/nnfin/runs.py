@@ -232,18 +232,24 @@ def clear_run(path: Path) -> None:
         files.remove(path / sub)  # only if empty
 
 
-def abandon_run_dir(path: Path, created: bool) -> None:
+def abandon_run_dir(path: Path, created: bool, *, keep: bool = False) -> None:
     """Undo :func:`create_run_dir` after a refusal: remove nnfin's own files, and the folder
-    only if nnfin made it (a folder the user made stays, empty as it was)."""
-    for name in ("config.toml", files.LOCK_NAME):
+    only if nnfin made it (a folder the user made stays, empty as it was). ``keep``: the folder
+    holds a previous run that ``force`` was to replace; only the lock file goes."""
+    for name in (files.LOCK_NAME,) if keep else ("config.toml", files.LOCK_NAME):
         files.remove(path / name)
     if created:
         files.remove(path)  # only if empty: nothing of the user's can go
 
 
-def write_json(path: Path, obj: Any, *, force: bool = True) -> None:
-    """Write a run-folder JSON file (nnfin's own: replaced when rewritten)."""
-    files.write_json(path, obj, force=force)
+def write_config(run_dir: Path, cfg: Config, *, force: bool = False) -> Path:
+    """``config.toml`` of a run folder: the resolved config without ``[run] dir``, so that
+    ``nnfin fit runs/NAME/config.toml`` (or ``nnfin cv``) reruns it into a new folder."""
+    import tomli_w
+
+    raw = cfg.to_dict()
+    raw.get("run", {}).pop("dir", None)
+    return files.write_text(run_dir / "config.toml", tomli_w.dumps(raw), force=force)
 
 
 # ----------------------------------------------------------------- reading a run folder

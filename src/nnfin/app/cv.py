@@ -56,7 +56,7 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
         bar = SearchProgress(console, folds=plan.k)
     run_dir, made, lock, previous = None, False, None, False
     if write:
-        from nnfin.runs import abandon_run_dir, clear_run, create_run_dir
+        from nnfin.runs import abandon_run_dir, clear_run, create_run_dir, write_config
 
         run_dir, made = create_run_dir(cfg, force=force, kind="cv")
         previous = (run_dir / "config.toml").exists()  # a cv run that force will replace
@@ -64,7 +64,7 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
     started = time.perf_counter()
     try:
         if run_dir is not None and not previous:  # a killed cv leaves its config behind
-            files.write_text(run_dir / "config.toml", cfg.to_toml())
+            write_config(run_dir, cfg)
         (res,) = evaluate_candidates(
             [cfg], plan, metric=tc.metric,
             fold_callbacks=(lambda c, i: [bar.epoch_callback(i)]) if bar else None)
@@ -73,10 +73,7 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
     except NNFinError:
         if lock is not None:  # a refused config leaves no run folder behind, and keeps a previous run
             lock.release()
-            if previous:
-                files.remove(run_dir / files.LOCK_NAME)
-            else:
-                abandon_run_dir(run_dir, made)
+            abandon_run_dir(run_dir, made, keep=previous)
         raise
     finally:
         if bar is not None:
@@ -85,15 +82,14 @@ def cross_validate(config: Config | dict | str | Path | None = None, *, folds: i
     if progress and console is not None:
         console.print(res.engine_note)
     if run_dir is not None:
-        from nnfin.runs import write_json
-
         try:
             if previous:  # replaced only now that the new cv has its results
                 clear_run(run_dir)
-                files.write_text(run_dir / "config.toml", cfg.to_toml())
-            files.write_frame(run_dir / "cv.csv", res.table())
-            write_json(run_dir / "cv.json", {**res.summary(), "wall_s": time.perf_counter() - started,
-                                             "per_fold": res.table().to_dict(orient="records")})
+                write_config(run_dir, cfg)
+            table = res.table()
+            files.write_frame(run_dir / "cv.csv", table)
+            files.write_json(run_dir / "cv.json", {**res.summary(), "wall_s": time.perf_counter() - started,
+                                                   "per_fold": table.to_dict(orient="records")})
         finally:
             lock.release()
     return res

@@ -25,7 +25,7 @@ from nnfin.io import USER_KIND, save_model, versions
 from nnfin.metrics import regression_metrics
 from nnfin.models import Polynomial, build_model
 from nnfin.models.polynomial import least_squares
-from nnfin.runs import Run, abandon_run_dir, clear_run, create_run_dir, write_json
+from nnfin.runs import Run, abandon_run_dir, clear_run, create_run_dir, write_config
 from nnfin.train.callbacks import Callback, EarlyStopping, ProgressBar
 from nnfin.train.loop import Trainer, seed_everything
 
@@ -193,7 +193,7 @@ def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = Non
         previous = (run_dir / "config.toml").exists()  # a run that force will replace
         try:
             files.RunLock(run_dir, "nnfin fit").acquire()
-        except NNFinError:
+        except NNFinError:  # another process writes there: its files stay as they are
             if not previous:
                 abandon_run_dir(run_dir, made)
             raise
@@ -203,14 +203,11 @@ def build_trainer(cfg: Config, *, write: bool = True, run_dir: Path | None = Non
         if new:
             if previous:  # only once the new config is accepted: a refusal keeps the old run
                 clear_run(run_dir)
-            files.write_text(run_dir / "config.toml", run_config_toml(cfg))
+            write_config(run_dir, cfg)
     except NNFinError:
         if new:  # a refused config leaves no run folder behind (a folder the user made stays)
             release_run_dir(run_dir)
-            if previous:
-                files.remove(run_dir / files.LOCK_NAME)
-            else:
-                abandon_run_dir(run_dir, made)
+            abandon_run_dir(run_dir, made, keep=previous)
         raise
     return trainer, run_dir
 
@@ -253,16 +250,6 @@ def release_run_dir(run_dir: Path | None) -> None:
     folder is written, or training failed)."""
     if run_dir is not None:
         files.RunLock(run_dir).release()
-
-
-def run_config_toml(cfg: Config) -> str:
-    """``config.toml`` of a run folder: the resolved config without ``[run] dir``, so that
-    ``nnfin fit runs/NAME/config.toml`` reruns it into a new folder."""
-    import tomli_w
-
-    raw = cfg.to_dict()
-    raw.get("run", {}).pop("dir", None)
-    return tomli_w.dumps(raw)
 
 
 def _callbacks(cfg: Config, digest: str, run_dir: Path | None, progress: bool, console: Any,
@@ -350,7 +337,7 @@ def write_run(run: Run, trainer: Trainer) -> None:
 
     run_dir, cfg = run.dir, run.config
     assert run_dir is not None
-    files.write_text(run_dir / "config.toml", run_config_toml(cfg), force=True)
+    write_config(run_dir, cfg, force=True)
     files.write_frame(run_dir / "history.csv", run.history, force=True)
     if run.status != "diverged":
         save_model(run_dir, run.model, user_model_spec(run.model) or cfg.model.model_dump(mode="json"),
@@ -359,7 +346,7 @@ def write_run(run: Run, trainer: Trainer) -> None:
         grads = final_gradients(trainer)
         files.write_with(run_dir / "gradients.safetensors", lambda tmp: save_file(grads, str(tmp)),
                          force=True)
-    write_json(run_dir / "metrics.json", run.metrics)
+    files.write_json(run_dir / "metrics.json", run.metrics, force=True)
     if cfg.run.plots:
         if len(run.history):
             units = "standardized units" if cfg.data.scale else "data units"

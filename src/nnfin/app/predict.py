@@ -35,7 +35,6 @@ from nnfin.io import SPEC, load_model
 from nnfin.runs import Run, load_run
 from nnfin.saving import load
 
-OUT_SUFFIXES = (".csv", ".parquet", ".pq")
 CHUNK_ROWS = 65536  # rows per forward pass: bounded memory for large inputs
 
 
@@ -56,7 +55,7 @@ def predict_table(model: str | Path | Run, data: str | Path | pd.DataFrame | np.
                   features: str | Sequence[str] | None = None) -> tuple[pd.DataFrame, Run]:
     """:func:`predict`, also returning the :class:`~nnfin.runs.Run` it used."""
     if out is not None:  # refused before the model and the data are read
-        files.check_target(out, force=force, field="--out", suffixes=OUT_SUFFIXES)
+        files.check_target(out, force=force, field="--out", suffixes=files.FRAME_SUFFIXES)
     run = model if isinstance(model, Run) else open_model(model, trust=trust)
     source = str(data) if isinstance(data, (str, Path)) else type(data).__name__
     frame = _frame(data, run)

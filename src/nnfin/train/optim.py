@@ -32,7 +32,6 @@ CLOSURE_OPTIMIZERS = ("lbfgs",)
 # loaded torch._dynamo (then nothing can be saved and torch's own methods run), nnfin's
 # optimizers call the same functions without those wrappers: the same arithmetic, state dicts
 # and hooks (the profiler hook torch adds to ``step`` stays), without the import.
-_EAGER_METHODS = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
 try:  # a private helper of torch.optim: without it (another torch), torch's own step runs
     from torch.optim.optimizer import _use_grad_for_differentiable
 
@@ -56,7 +55,8 @@ def _torch_step(cls: type) -> Callable[..., Any]:
 
 class _Eager:
     """Mixin for a ``torch.optim.Optimizer`` subclass: torch's methods without the wrappers that
-    import torch._dynamo while it is not loaded (see ``_EAGER_METHODS``)."""
+    import torch._dynamo while it is not loaded (add_param_group, zero_grad, state_dict,
+    load_state_dict)."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         return _eager(self, "add_param_group", param_group)
