@@ -109,7 +109,7 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
     ({"overrides": {"sigma": (0.1, float("nan"))}}, ["ranges['sigma']", "finite"]),
     ({"sampler": "sobol"}, ["sampler = 'sobol'", "lhs, uniform"]),
     ({"option": "straddle"}, ["option = 'straddle'", "call, put"]),
-    ({"greeks": True, "kind": "heston"}, ["greeks", "'heston'"]),
+    ({"greeks": True, "kind": "implied-vol"}, ["greeks", "'implied-vol'"]),
     ({"kind": "heston", "overrides": {"rho": (-1.5, 0.0)}}, ["ranges['rho']", "[-1, 1]"]),
     ({"kind": "heston", "overrides": {"kappa": (-1.0, 1.0)}}, ["ranges['kappa']", ">= 0"]),
     ({"kind": "heston", "overrides": {"v0": (0.0, 0.1)}}, ["ranges['v0']", "> 0"]),

@@ -130,3 +130,48 @@ def test_coarse_cos_settings_are_options():
         generate("heston", n=5, N=1)
     with pytest.raises(ConfigError, match="L = -1"):
         generate("heston", n=5, L=-1)
+
+
+def test_sensitivities_match_the_deterministic_variance_closed_form():
+    # gamma = 0: V = BS(m, tau, r, sigma) with sigma^2 tau = w = vbar tau + (v0 - vbar) D,
+    # D = (1 - e^{-kappa tau}) / kappa, so dV/dv0 = vega D / (2 sigma tau) and
+    # dV/dvbar = vega (tau - D) / (2 sigma tau); delta and rho are Black-Scholes'.
+    from nnfin.finance.black_scholes import bs_greeks
+    from nnfin.finance.heston import heston_cos_sensitivities
+
+    m = np.array([0.7, 0.95, 1.0, 1.2, 1.35])
+    tau = np.array([0.2, 0.5, 1.0, 1.3, 0.8])
+    r, kappa, vbar, v0 = 0.03, 1.5, 0.06, 0.2
+    big_d = (1 - np.exp(-kappa * tau)) / kappa
+    sigma = np.sqrt((vbar * tau + (v0 - vbar) * big_d) / tau)
+    price, d = heston_cos_sensitivities(m, tau, r, rho=-0.5, kappa=kappa, vbar=vbar, gamma=0.0,
+                                        v0=v0)
+    g = {k: v.numpy() for k, v in bs_greeks(m, tau, r, sigma).items()}
+    assert np.allclose(price.numpy(), bs_price(m, tau, r, sigma).numpy(), atol=1e-11)
+    assert np.allclose(d["moneyness"].numpy(), g["delta"], atol=1e-9)
+    assert np.allclose(d["r"].numpy(), g["rho"], atol=1e-9)
+    assert np.allclose(d["v0"].numpy(), g["vega"] * big_d / (2 * sigma * tau), atol=1e-9)
+    assert np.allclose(d["vbar"].numpy(), g["vega"] * (tau - big_d) / (2 * sigma * tau), atol=1e-9)
+
+
+def test_sensitivities_match_central_differences_of_the_price():
+    from nnfin.finance.heston import HESTON_INPUTS, heston_cos_sensitivities
+
+    x = np.array(CASES[1:], dtype=np.float64)
+    cols = {name: x[:, j] for j, name in enumerate(HESTON_INPUTS)}
+    _, d = heston_cos_sensitivities(**{"m": cols.pop("moneyness")}, **cols)
+    h = 1e-6
+    for j, name in enumerate(HESTON_INPUTS):
+        up, down = x.copy(), x.copy()
+        up[:, j] += h
+        down[:, j] -= h
+        fd = (_price(up) - _price(down)) / (2 * h)
+        assert np.allclose(d[name].numpy(), fd, atol=2e-8), name
+
+
+def test_heston_greeks_columns_are_the_training_labels():
+    df, meta = generate("heston", n=6, seed=3, greeks=True, N=256, L=12)
+    plain, _ = generate("heston", n=6, seed=3, N=256, L=12)
+    assert meta["greeks_columns"] == [f"dV_d{c}" for c in meta["features"]]
+    assert np.array_equal(df["price"].to_numpy(), plain["price"].to_numpy())
+    assert np.isfinite(df[meta["greeks_columns"]].to_numpy()).all()

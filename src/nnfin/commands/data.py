@@ -74,7 +74,8 @@ def data(
     ranges: str = typer.Option("wide", "--ranges", help="Range preset: wide | narrow."),
     sampler: str = typer.Option("lhs", "--sampler", help="lhs (Latin hypercube) | uniform."),
     greeks: bool = typer.Option(
-        False, "--greeks", help="black-scholes: add delta, gamma, vega, theta, rho columns."),
+        False, "--greeks", help="black-scholes: add delta, gamma, vega, theta, rho columns; heston: "
+                             "dV_d<input> for every input (exact, by autograd through COS)."),
     option: str = typer.Option("call", "--option", help="call | put."),
     set_: list[str] | None = typer.Option(
         None, "--set", "-s", metavar="NAME=LOW,HIGH",

@@ -9,7 +9,9 @@ Kinds (prices are in units of the strike, ``K = 1``):
   -> ``sigma``. Samples with ``V~ < min_time_value`` (``1e-7``) are dropped.
 * ``implied-vol-plain`` the same rows, with the plain input ``price = V/K`` instead.
 * ``heston``            inputs ``moneyness, tau, r, rho, kappa, vbar, gamma, v0`` -> ``price``
-  by the COS method (options ``N = 1500``, ``L = 50``).
+  by the COS method (options ``N = 1500``, ``L = 50``); optional derivative columns
+  ``dV_dmoneyness, dV_dtau, ..., dV_dv0`` (``greeks=True``): the exact derivatives of the COS
+  price by autograd, the labels of differential training.
 
 >>> df, meta = generate("black-scholes", n=8, seed=1, greeks=True)
 >>> list(df.columns)[:5], meta["features"], meta["targets"]
@@ -28,7 +30,15 @@ import torch
 
 from nnfin.errors import ConfigError, did_you_mean, one_of
 from nnfin.finance.black_scholes import GREEKS, bs_greeks, bs_price, bs_time_value, check_option
-from nnfin.finance.heston import DEFAULT_L, DEFAULT_N, cos_memory_check, heston_cos_price
+from nnfin.finance.heston import (
+    DEFAULT_L,
+    DEFAULT_N,
+    HESTON_INPUTS,
+    cos_memory_check,
+    default_chunk,
+    heston_cos_price,
+    heston_cos_sensitivities,
+)
 from nnfin.finance.sampling import as_interval, check_n, check_sampler, check_seed, sample
 from nnfin.version import __version__
 
@@ -213,6 +223,11 @@ def _kind_options(spec: KindSpec, given: Mapping[str, Any]) -> dict[str, Any]:
 # implied vol), 36 (with Greeks) and 43 (Heston, without its COS work)
 VALUES_PER_ROW = {"black-scholes": 32, "implied-vol": 32, "implied-vol-plain": 32, "heston": 56}
 VALUES_PER_ROW_GREEKS = 48
+# the heston kind with its 8 derivative columns (and their copies on the way into the frame)
+VALUES_PER_ROW_HESTON_GREEKS = 80
+# name of the column that holds dV/d<input> for the heston kind (greeks=True)
+HESTON_GREEKS: tuple[str, ...] = tuple(f"dV_d{name}" for name in HESTON_INPUTS)
+GREEKS_COLUMNS: dict[str, tuple[str, ...]] = {"black-scholes": GREEKS, "heston": HESTON_GREEKS}
 _GENERATE_KEYS = ("ranges", "overrides", "sampler", "option")
 
 
@@ -236,16 +251,19 @@ def check_memory(kind: str, n: int, options: Mapping[str, Any] | None = None, *,
     n = check_n(n)
     opts = _kind_options(spec, {k: v for k, v in (options or {}).items() if k not in _GENERATE_KEYS})
     work = 0
+    with_greeks = greeks and spec.name in GREEKS_COLUMNS
     if "N" in opts:
         n_terms, chunk = int(opts["N"]), opts["chunk"]
-        rows = min(n, chunk or max(1, 2_000_000 // n_terms))
+        rows = min(n, chunk or default_chunk(n_terms, gradient=with_greeks))
         work = cos_memory_check(n_terms, rows, device=opts["device"], field=names["N"],
-                                chunk_field=names["chunk"], chunk=chunk)
-    with_greeks = greeks and spec.name == "black-scholes"
-    values = VALUES_PER_ROW_GREEKS if with_greeks else VALUES_PER_ROW[spec.name]
+                                chunk_field=names["chunk"], chunk=chunk, gradient=with_greeks)
+    values = VALUES_PER_ROW[spec.name]
+    if with_greeks:
+        values = VALUES_PER_ROW_HESTON_GREEKS if spec.name == "heston" else VALUES_PER_ROW_GREEKS
     per_row = max(values * 8, row_bytes)
     total = n * per_row + work
-    columns = len(spec.params) + len(spec.targets) + (len(GREEKS) if with_greeks else 0)
+    columns = len(spec.params) + len(spec.targets) + (len(GREEKS_COLUMNS[spec.name])
+                                                      if with_greeks else 0)
     cos = f" + {format_bytes(work)} of COS work" if work else ""
     require(names["n"], n, total, "the data",
             detail=f"{format_count(n)} rows x {per_row} bytes: {columns} float64 columns and the "
@@ -283,8 +301,9 @@ def generate(
     spec = get_spec(kind)
     n, seed = check_n(n), check_seed(seed)
     sampler, option = check_sampler(sampler), check_option(option)
-    if greeks and spec.name != "black-scholes":
-        raise ConfigError(f"greeks = True is available for kind 'black-scholes' only, not {kind!r}")
+    if greeks and spec.name not in GREEKS_COLUMNS:
+        raise ConfigError(f"greeks = True is available for kinds {', '.join(map(repr, GREEKS_COLUMNS))}"
+                          f" only, not {kind!r}")
     box, preset = resolve_ranges(spec.name, ranges, overrides)
     opts = _kind_options(spec, kind_options)
     check_memory(spec.name, n, kind_options, greeks=greeks)
@@ -311,10 +330,16 @@ def generate(
         meta_extra["min_time_value"] = float(opts["min_time_value"])
     else:
         params = {k: _t(cols[k]) for k in ("rho", "kappa", "vbar", "gamma", "v0")}
-        price = heston_cos_price(m, tau, r, **params, option=option,  # type: ignore[arg-type]
-                                 n_terms=opts["N"], big_l=float(opts["L"]),
-                                 chunk=opts["chunk"], device=opts["device"])
+        cos = {"option": option, "n_terms": opts["N"], "big_l": float(opts["L"]),
+               "chunk": opts["chunk"], "device": opts["device"]}
+        if greeks:
+            price, sens = heston_cos_sensitivities(m, tau, r, **params, **cos)  # type: ignore[arg-type]
+        else:
+            price, sens = heston_cos_price(m, tau, r, **params, **cos), {}  # type: ignore[arg-type]
         frame["price"] = price.numpy()
+        for name, column in zip(HESTON_INPUTS, HESTON_GREEKS, strict=True):
+            if name in sens:
+                frame[column] = sens[name].numpy()
         meta_extra.update(N=int(opts["N"]), L=float(opts["L"]))
     meta: dict[str, Any] = {
         "kind": spec.name, "n": n, "rows": len(frame), "dropped": n - len(frame),
@@ -328,7 +353,7 @@ def generate(
         "nnfin_version": __version__,
     }
     if greeks:
-        meta["greeks_columns"] = list(GREEKS)
+        meta["greeks_columns"] = list(GREEKS_COLUMNS[spec.name])
     if not np.isfinite(frame.to_numpy(dtype=np.float64)).all():  # pragma: no cover
         raise ConfigError(f"kind = {kind!r}: non-finite values generated for ranges {box!r}")
     return frame, meta
