@@ -24,6 +24,7 @@ _API = {
     "tune": ("nnfin.app.tune", "tune"),
     "lr_find": ("nnfin.app.lr_find", "lr_find"),
     "predict": ("nnfin.app.predict", "predict"),
+    "export": ("nnfin.app.export", "export"),
     "runs": ("nnfin.app.runs_table", "runs"),
     "Config": ("nnfin.config", "Config"),
     "load_config": ("nnfin.config", "load_config"),
@@ -33,11 +34,12 @@ _API = {
     "save": ("nnfin.saving", "save"),
 }
 
-__all__ = ["Config", "Run", "__version__", "cv", "fit", "load", "load_config", "load_run", "lr_find",
-           "predict", "resume", "runs", "save", "tune"]
+__all__ = ["Config", "Run", "__version__", "cv", "export", "fit", "load", "load_config", "load_run",
+           "lr_find", "predict", "resume", "runs", "save", "tune"]
 
 if TYPE_CHECKING:
     from nnfin.app.cv import cross_validate as cv
+    from nnfin.app.export import export
     from nnfin.app.fit import fit
     from nnfin.app.lr_find import lr_find
     from nnfin.app.predict import predict

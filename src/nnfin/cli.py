@@ -28,6 +28,7 @@ def _register() -> None:
     """Attach the commands; each lives in its own module under ``nnfin.commands``."""
     from nnfin.commands import data as data_cmd
     from nnfin.commands import explain as explain_cmd
+    from nnfin.commands import export as export_cmd
     from nnfin.commands import fit as fit_cmd
     from nnfin.commands import predict as predict_cmd
     from nnfin.commands import report as report_cmd
@@ -45,6 +46,7 @@ def _register() -> None:
     app.command("lr-find")(tune_cmd.lr_find)
     app.add_typer(runs_cmd.app, name="runs")
     app.command("predict")(predict_cmd.predict)
+    app.command("export")(export_cmd.export)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,3 +53,8 @@ class WriteError(NNFinError):
 
 class RunFolderBusy(NNFinError):
     """Another process holds the run folder's lock (it is training or writing there)."""
+
+
+class ExportError(NNFinError):
+    """A model cannot be exported (a network torch.export cannot trace, an operation without an
+    ONNX translation, a missing package) or the exported file does not match nnfin's prediction."""
