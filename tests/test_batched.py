@@ -18,7 +18,7 @@ from nnfin.train.loop import Trainer
 from nnfin.train.sampler import BatchSampler
 from nnfin.train.stack import functional as fn
 from nnfin.train.stack.batched import plan_groups, train_batched, unsupported_reason
-from nnfin.train.stack.engine import Job, _Stack, epoch_order, train_group
+from nnfin.train.stack.engine import Job, StackTrainer, epoch_order, train_group
 from nnfin.train.stack.functional import StackLayout, backward, flat_grads, forward, loss_and_grad
 from nnfin.train.stack.optimizers import StackedOptimizer
 
@@ -160,7 +160,7 @@ def test_epoch_batches_are_each_networks_own_sampler_batches(rows):
                                                                           strict=True)]
     cfg = config()
     jobs = [Job(cfg, d, build_model(cfg.model, in_dim=1, out_dim=1)) for d in datas]
-    stack = _Stack(jobs)
+    stack = StackTrainer(jobs)
     index, counts = stack._epoch_batches()
     offsets = np.cumsum([0, *rows[:-1]])
     for m, (n, offset) in enumerate(zip(rows, offsets, strict=True)):
@@ -301,8 +301,8 @@ def test_padding_stays_exactly_zero():
                        "optim.name=adamw"), data, build_model(load_config(
                            None, [f"model.neurons=[{w},{w}]"]).model, in_dim=1, out_dim=1))
             for w in (3, 8)]
-    stack = _Stack(jobs)
-    stack._run_epoch()
+    stack = StackTrainer(jobs)
+    stack._epoch_steps()
     assert stack.wmask is not None
     assert torch.equal(stack.theta * (1 - stack.wmask), torch.zeros_like(stack.theta))
 

@@ -169,3 +169,102 @@ def test_only_what_cannot_be_stacked_is_refused(override, fragment):
     for name in SCHEDULES:
         assert unsupported_reason(config("float32", *SCHEDULES[name])) is None
     assert unsupported_reason(config("float32", "data.derivatives={x = \"dydx\"}")) is None
+
+
+# ----------------------------------------------------------- the one loop drives the stack
+
+
+class Recorder:
+    """Every hook the loop calls, in order, with the network of each epoch log."""
+
+    def __init__(self, stop_at: int | None = None):
+        self.calls: list[tuple] = []
+        self.batches = 0
+        self.stop_at = stop_at
+
+    def on_train_begin(self, trainer):
+        self.calls.append(("begin",))
+
+    def on_epoch_begin(self, trainer):
+        self.calls.append(("epoch_begin", trainer.state.epoch))
+
+    def on_epoch_end(self, trainer, logs):
+        self.calls.append(("epoch_end", int(logs["epoch"]), logs.get("network"),
+                           logs["train_loss"]))
+        if self.stop_at is not None and logs["epoch"] >= self.stop_at:
+            trainer.stop("enough", "early-stopped")
+
+    def on_batch_end(self, trainer):
+        self.batches += 1
+
+    def on_train_end(self, trainer):
+        self.calls.append(("end", trainer.state.status))
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def _stack_jobs(epochs=(3, 5)):
+    x, y, _ = cos_data(160)
+    data = fold(x, y, range(128), range(128, 160), "float64")
+    jobs = []
+    for e in epochs:
+        cfg = config("float64", f"train.epochs={e}")
+        torch.manual_seed(cfg.train.seed)
+        jobs.append(Job(cfg, data, build_model(cfg.model, in_dim=1, out_dim=1).double()))
+    return jobs
+
+
+def test_stack_callbacks_see_every_network_epoch_by_epoch():
+    """The stack runs through the Loop: on_epoch_end once per network and epoch with its own
+    logs (the history its JobResult keeps), on_batch_end after every batched step, and a
+    network with fewer epochs stops being reported once it is done."""
+    rec = Recorder()
+    results = train_group(_stack_jobs((3, 5)), callbacks=[rec])
+    assert rec.calls[0] == ("begin",) and rec.calls[-1] == ("end", "finished")
+    ends = [c for c in rec.calls if c[0] == "epoch_end"]
+    assert [(e, n) for _, e, n, _ in ends] == [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1),
+                                               (4, 1), (5, 1)]
+    for _, e, n, loss in ends:
+        assert loss == results[n].history[e - 1]["train_loss"]
+    assert rec.batches == 5 * 4  # 128 rows / 32 per batch, 5 epochs of the longer network
+    assert [c[1] for c in rec.calls if c[0] == "epoch_begin"] == [0, 1, 2, 3, 4]
+
+
+def test_a_callback_stops_every_network_still_training():
+    rec = Recorder(stop_at=2)
+    results = train_group(_stack_jobs((4, 6)), callbacks=[rec])
+    assert [r.status for r in results] == ["early-stopped", "early-stopped"]
+    assert [r.epochs for r in results] == [2, 2]
+    assert rec.calls[-1] == ("end", "early-stopped")
+
+
+def test_ctrl_c_stops_the_stack_at_the_epoch_end_and_is_raised_again():
+    class Interrupt(Recorder):
+        def on_epoch_end(self, trainer, logs):
+            super().on_epoch_end(trainer, logs)
+            trainer._interrupted = True  # what the SIGINT handler sets
+
+    rec = Interrupt()
+    with pytest.raises(KeyboardInterrupt):
+        train_group(_stack_jobs((4, 4)), callbacks=[rec])
+    assert rec.calls[-1] == ("end", "interrupted")
+    assert max(c[1] for c in rec.calls if c[0] == "epoch_end") == 1
+
+
+def test_tensorboard_writes_each_network_of_a_stack(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from nnfin.train.tensorboard import TensorBoardCallback
+
+    train_group(_stack_jobs((2, 3)), callbacks=[TensorBoardCallback(tmp_path / "tb")])
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"network_0/train_loss", "network_1/train_loss", "network_1/lr"} <= set(tags)
+    assert [e.step for e in acc.Scalars("network_1/train_loss")] == [1, 2, 3]
+    assert [e.step for e in acc.Scalars("network_0/train_loss")] == [1, 2]

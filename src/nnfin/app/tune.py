@@ -56,8 +56,11 @@ def _abandon(run_dir: Path, study: Any) -> None:
 
     if study is not None and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return
+    engine = getattr(getattr(getattr(study, "_storage", None), "_backend", None), "engine", None)
+    if engine is not None:
+        engine.dispose()  # the connection closes: SQLite folds its write-ahead log back first
     tune = run_dir / "tune"
-    for name in ("study.db", "study.db-journal", "study.db.lock"):
+    for name in ("study.db", "study.db-journal", "study.db-wal", "study.db-shm", "study.db.lock"):
         files.remove(tune / name)
     files.remove(tune)
     abandon_run_dir(run_dir, str(run_dir) in _MADE)

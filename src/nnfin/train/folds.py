@@ -305,12 +305,14 @@ def evaluate_candidates(cfgs: Sequence[Config], folds: Folds, *, metric: str = "
                         on_fold: FoldHook | None = None,
                         fold_callbacks: Callable[[int, int], Sequence[Any]] | None = None,
                         batched: bool | None = None, max_bytes: int | None = None,
+                        stack_callbacks: Callable[[], Sequence[Any]] | None = None,
                         ) -> list[CVResult]:
     """Cross-validate each configuration on the same ``folds``.
 
     ``on_fold(candidate, fold_result, running_mean)`` runs after each fold; returning ``False``
     stops that candidate (pruning). ``fold_callbacks(candidate, fold)`` gives extra training
-    callbacks (e.g. a progress bar) to candidates trained one by one.
+    callbacks (e.g. a progress bar) to candidates trained one by one, ``stack_callbacks()``
+    to each stack of the batched engine (its callbacks see every network's epoch logs).
 
     With ``batched`` (default: each config's ``[tune] batched``, on) every candidate the
     batched engine supports trains with all its folds - and with the other candidates - in
@@ -331,7 +333,8 @@ def evaluate_candidates(cfgs: Sequence[Config], folds: Folds, *, metric: str = "
             notes[c] = f"one by one: {why}"
     if max_bytes is None and cfgs:
         max_bytes = tune_section(cfgs[0]).batch_memory_mb * 2**20
-    done = train_folds([cfgs[c] for c in stacked], folds, max_bytes=max_bytes)
+    done = train_folds([cfgs[c] for c in stacked], folds, max_bytes=max_bytes,
+                       callbacks=stack_callbacks)
     pre = {c: done.folds[j] for j, c in enumerate(stacked)}
     results = []
     for c, cfg in enumerate(cfgs):
@@ -407,9 +410,11 @@ def initial_model(cfg: Config, in_dim: int, out_dim: int) -> torch.nn.Module:
     return model.to(dtype=getattr(torch, cfg.train.dtype))
 
 
-def train_folds(cfgs: Sequence[Config], folds, *, max_bytes: int | None = None) -> BatchedFolds:
+def train_folds(cfgs: Sequence[Config], folds, *, max_bytes: int | None = None,
+                callbacks: Callable[[], Sequence[Any]] | None = None) -> BatchedFolds:
     """Train every fold of every config in ``cfgs`` (all supported by the engine) in stacks and
-    score each on its held-out fold; ``max_bytes`` caps one stack's memory (default 2 GiB)."""
+    score each on its held-out fold; ``max_bytes`` caps one stack's memory (default 2 GiB);
+    ``callbacks()`` gives each stack's training callbacks."""
     from nnfin.train.stack.engine import Job, train_group
 
     out = BatchedFolds()
@@ -443,7 +448,8 @@ def train_folds(cfgs: Sequence[Config], folds, *, max_bytes: int | None = None) 
             if c not in models:
                 models[c] = initial_model(cfgs[c], data.in_dim, data.out_dim)
             jobs.append(Job(cfgs[c], data, models[c]))
-        trained = train_group(jobs, return_weights=True)
+        trained = train_group(jobs, return_weights=True,
+                              callbacks=list(callbacks()) if callbacks is not None else ())
         share = (time.perf_counter() - tick) / len(jobs)
         for (c, i), job, res in zip(group.members, jobs, trained, strict=True):
             if c not in scorers:  # one model per candidate to score its folds with

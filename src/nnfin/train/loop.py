@@ -75,11 +75,85 @@ class TrainState:
     elapsed: float = 0.0  # seconds spent training, over all sessions of a resumed run
 
 
-class Trainer:
-    """Train ``model`` on ``data`` as ``cfg`` says. One loop for every model and optimizer."""
+class Loop:
+    """The loop every training runs through, for one network or a stack of many: epochs until
+    :meth:`_more` says done, a callback stops it, or Ctrl-C; the callbacks' hooks through one
+    dispatcher (:meth:`notify`); the :class:`TrainState`. A subclass supplies the *step* side:
+    :meth:`_run_epoch` trains one epoch and returns the logs of the epochs it completed (one
+    per network), :meth:`_more` whether anything is left to train, and :meth:`_wrap_up` what
+    happens once the loop ends (the stack: networks still training end with the loop's status).
+
+    :class:`Trainer` is the one-network loop (the user's ``nn.Module``, autograd,
+    ``torch.optim``, closures); :class:`nnfin.train.stack.engine.StackTrainer` trains M
+    networks with one batched step. Both keep the rules of :mod:`nnfin.train.rules`.
+    """
+
+    def __init__(self, callbacks: list[Callback] | tuple[Callback, ...] = ()) -> None:
+        self.callbacks = list(callbacks)
+        self._batch_callbacks = [cb for cb in self.callbacks
+                                 if type(cb).on_batch_end is not Callback.on_batch_end]
+        self.state = TrainState()
+        self._interrupted = False
+        self._stop_now = False  # a callback asked to stop after this step (stop(now=True))
+
+    # ------------------------------------------------------------------ control
+
+    def notify(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every callback, in order (``on_train_end``: in reverse order,
+        so a checkpoint written at the end sees the state before early stopping restores)."""
+        order = reversed(self.callbacks) if hook == "on_train_end" else self.callbacks
+        for cb in order:
+            getattr(cb, hook)(self, *args)
+
+    def stop(self, reason: str, status: str = "early-stopped", *, now: bool = False) -> None:
+        """Ask the loop to stop after the current epoch (or step, for divergence); ``now``
+        stops after the current step (a callback's ``on_batch_end``, e.g. the lr range test)."""
+        self.state.status, self.state.stop_reason = status, reason
+        self._stop_now = self._stop_now or now
+
+    @property
+    def stopping(self) -> bool:
+        return self.state.status != "running"
+
+    def fit(self) -> TrainState:
+        """Train until the budget is spent, a callback stops it, or Ctrl-C."""
+        self.state.status, self.state.stop_reason = "running", ""
+        self._stop_now = False
+        self.notify("on_train_begin")
+        self._started = time.perf_counter() - self.state.elapsed
+        with _sigint_as_flag(self):
+            while self._more() and not self.stopping:
+                self.notify("on_epoch_begin")
+                completed = self._run_epoch()
+                self.state.elapsed = time.perf_counter() - self._started
+                for logs in completed:
+                    self.notify("on_epoch_end", logs)
+                if self._interrupted:
+                    self.stop("interrupted by the user (Ctrl-C)", "interrupted")
+        if self.state.status == "running":
+            self.state.status = "finished"
+        self._wrap_up()
+        self.notify("on_train_end")
+        return self.state
+
+    # ------------------------------------------------------------- the step side
+
+    def _more(self) -> bool:
+        raise NotImplementedError
+
+    def _run_epoch(self) -> list[dict[str, float]]:
+        raise NotImplementedError
+
+    def _wrap_up(self) -> None:
+        """Called once the loop has ended, before ``on_train_end``."""
+
+
+class Trainer(Loop):
+    """Train ``model`` on ``data`` as ``cfg`` says: the one-network step of the :class:`Loop`."""
 
     def __init__(self, model: nn.Module, data: Data, cfg: Config, *,
                  callbacks: list[Callback] | tuple[Callback, ...] = ()) -> None:
+        super().__init__(callbacks)
         self.model, self.data, self.cfg = model, data, cfg
         self.device = data.x_train.device
         tc = cfg.train
@@ -108,33 +182,8 @@ class Trainer:
         # differential training: (n_train, k) dy/dx targets for the inputs data.dydx_index
         self.d_train = data.dydx.get("train")
         self.d_weight = tc.derivative_weight
-        self.callbacks = list(callbacks)
-        self._batch_callbacks = [cb for cb in self.callbacks
-                                 if type(cb).on_batch_end is not Callback.on_batch_end]
-        self.state = TrainState()
         self.step_in_epoch = 0  # > 0 only when a run was interrupted inside an epoch
         self.epoch_losses: list[torch.Tensor] = []
-        self._interrupted = False
-        self._stop_now = False  # a callback asked to stop after this step (stop(now=True))
-
-    # ------------------------------------------------------------------ control
-
-    def notify(self, hook: str, *args: Any) -> None:
-        """Call ``hook`` on every callback, in order (``on_train_end``: in reverse order,
-        so a checkpoint written at the end sees the state before early stopping restores)."""
-        order = reversed(self.callbacks) if hook == "on_train_end" else self.callbacks
-        for cb in order:
-            getattr(cb, hook)(self, *args)
-
-    def stop(self, reason: str, status: str = "early-stopped", *, now: bool = False) -> None:
-        """Ask the loop to stop after the current epoch (or step, for divergence); ``now``
-        stops after the current step (a callback's ``on_batch_end``, e.g. the lr range test)."""
-        self.state.status, self.state.stop_reason = status, reason
-        self._stop_now = self._stop_now or now
-
-    @property
-    def stopping(self) -> bool:
-        return self.state.status != "running"
 
     @property
     def lr(self) -> float:
@@ -142,28 +191,18 @@ class Trainer:
 
     # --------------------------------------------------------------------- loop
 
-    def fit(self) -> TrainState:
-        """Train until the epochs/iterations are done, a callback stops it, or Ctrl-C."""
-        self.state.status, self.state.stop_reason = "running", ""
-        self._stop_now = False
-        self.notify("on_train_begin")
-        self._started = time.perf_counter() - self.state.elapsed
-        with _sigint_as_flag(self):
-            while (self.state.epoch < self.max_epochs and self.state.step < self.max_steps
-                   and not self.stopping):
-                self.notify("on_epoch_begin")
-                self._run_epoch()
-                self.state.elapsed = time.perf_counter() - self._started
-                if self.step_in_epoch == 0 and self.state.status != "diverged":
-                    self.notify("on_epoch_end", self.state.history[-1])  # the epoch completed
-                if self._interrupted:
-                    self.stop("interrupted by the user (Ctrl-C)", "interrupted")
-        if self.state.status == "running":
-            self.state.status = "finished"
-        self.notify("on_train_end")
-        return self.state
+    def _more(self) -> bool:
+        return self.state.epoch < self.max_epochs and self.state.step < self.max_steps
 
-    def _run_epoch(self) -> None:
+    def _run_epoch(self) -> list[dict[str, float]]:
+        """One epoch of steps; its logs once it completed (not when Ctrl-C stopped it inside
+        the epoch, where a checkpoint keeps the position, nor when it diverged)."""
+        self._steps()
+        if self.step_in_epoch == 0 and self.state.status != "diverged":
+            return [self.state.history[-1]]
+        return []
+
+    def _steps(self) -> None:
         self.model.train()
         check_each_step = self.device.type == "cpu"  # free on the CPU, a sync elsewhere
         for idx in self.sampler.epoch(self.step_in_epoch):
@@ -337,7 +376,7 @@ def restore_rng(rng: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _sigint_as_flag(trainer: Trainer):
+def _sigint_as_flag(trainer: Loop):
     """Turn Ctrl-C into a flag the loop checks after each step, so state stays consistent."""
     if threading.current_thread() is not threading.main_thread():
         yield

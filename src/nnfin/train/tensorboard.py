@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from nnfin.train.loop import Trainer
 
 INSTALL_HINT = "pip install 'nnfin[tensorboard]'"
-_NOT_SCALARS = ("epoch", "step")  # the x axis, not values
+_NOT_SCALARS = ("epoch", "step", "network")  # the x axis and the network's index, not values
 
 
 def summary_writer_class(what: str = "[train] tensorboard = true") -> type:
@@ -47,7 +47,9 @@ class TensorBoardCallback(Callback):
     """Scalars every epoch, weight and gradient histograms every ``every`` epochs, the graph.
 
     Gradients are those of the last mini-batch of the epoch. A resumed run purges events past
-    the epoch it resumes from, so its curves continue without overlap.
+    the epoch it resumes from, so its curves continue without overlap. On a stack of networks
+    (:class:`~nnfin.train.stack.engine.StackTrainer`) each network's scalars go under
+    ``network_<job>/`` (its logs' ``"network"``); a stack has no module to draw or histogram.
     """
 
     def __init__(self, log_dir: str | Path, *, every: int = 10, graph: bool = True) -> None:
@@ -58,7 +60,7 @@ class TensorBoardCallback(Callback):
     def on_train_begin(self, trainer: Trainer) -> None:
         start = trainer.state.epoch  # > 0 when resumed: drop events logged after the checkpoint
         self.writer = self.writer_class(str(self.log_dir), purge_step=start + 1 if start else None)
-        if self.graph and start == 0:
+        if self.graph and start == 0 and _module(trainer) is not None:
             self._add_graph(trainer)
 
     def _add_graph(self, trainer: Trainer) -> None:
@@ -74,11 +76,13 @@ class TensorBoardCallback(Callback):
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
         epoch = int(logs["epoch"])
+        prefix = f"network_{int(logs['network'])}/" if "network" in logs else ""
         for key, value in logs.items():
             if key not in _NOT_SCALARS and isinstance(value, (int, float)):
-                self.writer.add_scalar(key, value, epoch)
-        if epoch % self.every == 0 or epoch == 1:
-            self.histograms(trainer.model, epoch)
+                self.writer.add_scalar(prefix + key, value, epoch)
+        model = _module(trainer)
+        if model is not None and (epoch % self.every == 0 or epoch == 1):
+            self.histograms(model, epoch)
 
     def histograms(self, model: torch.nn.Module, step: int) -> None:
         for name, p in model.named_parameters():
@@ -88,11 +92,19 @@ class TensorBoardCallback(Callback):
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self.writer is not None:
-            if trainer.state.epoch % self.every != 0 and trainer.state.status != "diverged":
-                self.histograms(trainer.model, trainer.state.epoch)  # the final weights too
+            model = _module(trainer)
+            if model is not None and trainer.state.epoch % self.every != 0 \
+                    and trainer.state.status != "diverged":
+                self.histograms(model, trainer.state.epoch)  # the final weights too
             self.writer.flush()
             self.writer.close()
             self.writer = None
+
+
+def _module(trainer: Any) -> torch.nn.Module | None:
+    """The trainer's network (``None`` for a stack of networks)."""
+    model = getattr(trainer, "model", None)
+    return model if isinstance(model, torch.nn.Module) else None
 
 
 def _hparam_value(value: Any) -> int | float | str | bool:

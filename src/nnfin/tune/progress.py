@@ -25,6 +25,21 @@ class _EpochTicker(Callback):
                                    info=f"fold {self.fold + 1}  loss {logs['train_loss']:.2e}")
 
 
+class _StackTicker(Callback):
+    """Moves the fold bar through a stack's epochs (every fold of the batch trains at once)."""
+
+    def __init__(self, owner: SearchProgress) -> None:
+        self.owner = owner
+
+    def on_epoch_begin(self, trainer: Any) -> None:
+        frac = min(1.0, trainer.state.epoch / max(1, trainer.max_epochs))
+        task = self.owner.fold_task
+        total = self.owner.progress.tasks[task].total or 1
+        self.owner.progress.update(task, completed=total * frac,
+                                   info=f"epoch {trainer.state.epoch + 1}  "
+                                        f"{len(trainer.rows)} networks training")
+
+
 class SearchProgress:
     """Two bars: trials completed (of the budget, counting every worker's) and folds."""
 
@@ -45,6 +60,11 @@ class SearchProgress:
         if fold == 0:
             self.progress.reset(self.fold_task, info="")
         return _EpochTicker(self, fold)
+
+    def stack_callback(self) -> Callback:
+        """A training callback that advances the fold bar through a stack's epochs."""
+        self.progress.reset(self.fold_task, info="")
+        return _StackTicker(self)
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
         if self.trial_task is not None:

@@ -186,9 +186,11 @@ class Objective:
             trials[c].report(running_mean, fold.fold)
             return not trials[c].should_prune()
 
-        ticks = (lambda c, i: [self.bar.epoch_callback(i)]) if self.bar is not None else None
+        bar = self.bar
+        ticks = (lambda c, i: [bar.epoch_callback(i)]) if bar is not None else None
+        stack_ticks = (lambda: [bar.stack_callback()]) if bar is not None else None
         results = evaluate_candidates(cfgs, self.folds, metric=self.metric, on_fold=on_fold,
-                                      fold_callbacks=ticks)
+                                      fold_callbacks=ticks, stack_callbacks=stack_ticks)
         outcomes: list[Any] = []
         numbers = [t.number for t in trials]
         shown = f"trial #{numbers[0]}" if len(numbers) == 1 else \

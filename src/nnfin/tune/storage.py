@@ -76,9 +76,12 @@ def open_storage(url: str | None, *, heartbeat: int = 10, retries: int = 3) -> A
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return optuna.storages.RDBStorage(
+                    storage = optuna.storages.RDBStorage(
                         url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
                         grace_period=3 * heartbeat, heartbeat_stale_trial_callback=callback)
+                if url.startswith("sqlite"):
+                    _write_ahead_log(storage.engine)
+                return storage
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
                 if attempt == 4:  # workers starting together on an empty database race to
                     raise        # create the tables; the losers wait and find them made
@@ -90,6 +93,25 @@ def open_storage(url: str | None, *, heartbeat: int = 10, retries: int = 3) -> A
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise ConfigError(f"[tune] storage = {shown!r} cannot be reached: {reason}") from None
+
+
+def _write_ahead_log(engine: Any) -> None:
+    """SQLite in write-ahead-log mode with ``synchronous = NORMAL``: a commit appends to
+    ``study.db-wal`` without waiting for the disk (the log is synced at each checkpoint), so a
+    trial's dozen small writes cost microseconds instead of an fsync each (~10 ms apiece on a
+    busy disk). A crash of the process loses nothing committed; a power cut may lose the last
+    commits, never the database's consistency. Workers on one machine share the file as before.
+    """
+    import sqlalchemy
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened while the tables were made: reopened with the pragmas
 
 
 def _with_driver(url: str) -> str:

@@ -36,6 +36,7 @@ from nnfin.config import Config, load_config, validate
 from nnfin.data import Data, Standardizer, data_from_indices
 from nnfin.device import resolve_device
 from nnfin.models import build_model
+from nnfin.train.loop import Callback
 from nnfin.train.stack.engine import Job, JobResult, train_group
 from nnfin.train.stack.plan import Plan, PlanGroup
 from nnfin.train.stack.plan import plan_groups as _plan
@@ -108,13 +109,17 @@ def train_batched(candidates: Sequence[Candidate], x: np.ndarray, y: np.ndarray,
                   batch_size: int | None = None, seed: int | None = None,
                   device: str | None = None, dtype: str | None = None,
                   max_bytes: int | None = None, pad_widths: bool | str = "auto",
-                  return_weights: bool = False) -> BatchedRun:
+                  return_weights: bool = False,
+                  callbacks: Sequence[Callback] = ()) -> BatchedRun:
     """Train every supported candidate on every fold; see the module docstring.
 
     ``x`` (n, in) and ``y`` (n,) or (n, out) are raw arrays; ``folds`` are ``(train_idx,
     val_idx)`` row indices. ``epochs``, ``batch_size``, ``seed``, ``device`` and ``dtype``
     override every candidate's ``[train]`` value when given. With ``return_weights`` each
     result carries the network's state dict (its model class: ``MLP`` or ``MLPLow``).
+    ``callbacks`` join every stack's loop (:class:`~nnfin.train.stack.engine.StackTrainer`):
+    ``on_epoch_end`` sees each network's logs, e.g. a
+    :class:`~nnfin.train.tensorboard.TensorBoardCallback` writes ``network_<job>/train_loss``.
     """
     started = time.perf_counter()
     x = np.asarray(x, dtype=np.float64)
@@ -136,8 +141,8 @@ def train_batched(candidates: Sequence[Candidate], x: np.ndarray, y: np.ndarray,
         jobs = [Job(cfgs[c], _fold_data(datasets, x, y, folds, f, cfgs[c]),
                     _initial_model(models, c, cfgs[c], x.shape[1], y.shape[1]))
                 for c, f in group.members]
-        for (c, f), res in zip(group.members, train_group(jobs, return_weights=return_weights),
-                               strict=True):
+        trained = train_group(jobs, return_weights=return_weights, callbacks=callbacks)
+        for (c, f), res in zip(group.members, trained, strict=True):
             results[c][f] = res
     scalers = [next((d.scaler for k, d in datasets.items() if k[0] == f), None)
                for f in range(len(folds))]

@@ -43,6 +43,7 @@ from nnfin.config import Config
 from nnfin.data import Data
 from nnfin.train import rules
 from nnfin.train.callbacks import EarlyStopping
+from nnfin.train.loop import Callback, Loop
 from nnfin.train.sampler import BatchSampler
 from nnfin.train.stack.functional import (
     StackLayout,
@@ -109,12 +110,19 @@ def group_key(cfg: Config) -> tuple:
             cfg.train.dtype, cfg.train.device, bool(cfg.data.derivatives))
 
 
-def train_group(jobs: list[Job], *, return_weights: bool = False) -> list[JobResult]:
-    """Train compatible ``jobs`` together; one :class:`JobResult` per job, in order."""
+def train_group(jobs: list[Job], *, return_weights: bool = False,
+                callbacks: list[Callback] | tuple[Callback, ...] = ()) -> list[JobResult]:
+    """Train compatible ``jobs`` together; one :class:`JobResult` per job, in order.
+    ``callbacks`` join the :class:`StackTrainer`'s loop; Ctrl-C stops the stack at the end of
+    the epoch and raises ``KeyboardInterrupt`` here."""
     # networks with the same optimizer hyperparameters side by side: one block of rows each,
     # which the optimizer updates as one tensor (see nnfin.train.stack.optimizers)
     order = sorted(range(len(jobs)), key=lambda i: _optim_key(jobs[i].cfg))
-    results = _Stack([jobs[i] for i in order]).run(return_weights=return_weights)
+    stack = StackTrainer([jobs[i] for i in order], callbacks=callbacks,
+                         return_weights=return_weights)
+    results = stack.run()
+    if stack.state.status == "interrupted":
+        raise KeyboardInterrupt
     out: list[JobResult] = [results[0]] * len(jobs)
     for position, i in enumerate(order):
         out[i] = results[position]
@@ -129,10 +137,21 @@ def _optim_key(cfg: Config) -> tuple:
             cfg.train.epochs, cfg.train.iterations or 0)
 
 
-class _Stack:
-    """The state of a group in training: the (M, P) parameters and everything per network."""
+class StackTrainer(Loop):
+    """The step side of the :class:`~nnfin.train.loop.Loop` for a group of M networks: the
+    (M, P) parameters, one batched step per mini-batch, and everything per network.
 
-    def __init__(self, jobs: list[Job]) -> None:
+    The loop's callbacks see the stack as their ``trainer``: ``on_epoch_end`` once per network
+    and epoch, with that network's logs (``logs["network"]`` is its job index), ``on_batch_end``
+    after every batched step (a stop it asks for takes effect at the epoch's end), the others
+    once. ``trainer.stop()`` ends every network still training, with that status; Ctrl-C ends
+    them as ``interrupted`` (and :func:`train_group` raises ``KeyboardInterrupt`` again).
+    """
+
+    def __init__(self, jobs: list[Job], *, callbacks: list[Callback] | tuple[Callback, ...] = (),
+                 return_weights: bool = False) -> None:
+        super().__init__(callbacks)
+        self.return_weights = return_weights
         keys = {group_key(j.cfg) for j in jobs}
         if len(keys) != 1:
             raise ValueError(f"jobs of one group must share {_KEY_NAMES}; got {sorted(keys)}")
@@ -163,7 +182,7 @@ class _Stack:
         self.l1, self.l2 = self._penalty_lambdas()
         self.opt = StackedOptimizer([j.cfg.optim for j in jobs], self.theta)
         # 2. batch order, lengths and early stopping per network
-        self.samplers, self.max_steps, self.max_epochs = [], [], []
+        self.samplers, self.row_steps, self.row_epochs = [], [], []
         shared: dict[tuple[int, int], BatchSampler] = {}
         for job in jobs:
             n = job.data.scaled["x_train"].shape[0]
@@ -176,16 +195,16 @@ class _Stack:
             spe = sampler.steps_per_epoch
             max_epochs, max_steps = rules.budget(epochs=job.cfg.train.epochs,
                                                  iterations=job.cfg.train.iterations, steps_per_epoch=spe)
-            self.max_steps.append(max_steps)
-            self.max_epochs.append(max_epochs)
+            self.row_steps.append(max_steps)
+            self.row_epochs.append(max_epochs)
             self.samplers.append(sampler)
         self.batch = max(s.batch_size for s in self.samplers)  # B: columns of a step's batch
         self._buffers()
         self.steps = np.zeros(m, dtype=np.int64)
-        self.max_steps_a = np.array(self.max_steps)
+        self.max_steps_a = np.array(self.row_steps)
         self.stoppers = [_stopper(j.cfg) for j in jobs]
         self.schedules = StackSchedules(
-            [j.cfg.optim for j in jobs], max_epochs=self.max_epochs,
+            [j.cfg.optim for j in jobs], max_epochs=self.row_epochs,
             steps_per_epoch=[s.steps_per_epoch for s in self.samplers], family=self.opt.family)
         self.best = self.theta.clone() if any(s is not None and s.restore_best
                                               for s in self.stoppers) else None
@@ -194,6 +213,8 @@ class _Stack:
         self.results: list[JobResult | None] = [None] * m
         self._scratch_models: dict[int, nn.Module] = {}
         self.epoch = 0
+        self.max_epochs, self.max_steps = max(self.row_epochs), max(self.row_steps)
+        self.total_steps = 0  # batched steps taken (each trains every network with a batch)
 
     # ------------------------------------------------------------------ setup
 
@@ -272,11 +293,31 @@ class _Stack:
 
     # ------------------------------------------------------------------- loop
 
-    def run(self, *, return_weights: bool) -> list[JobResult]:
-        self.return_weights = return_weights
-        while self.rows:
-            losses, stepped = self._run_epoch()
-            self._end_epoch(losses, stepped)
+    def _more(self) -> bool:
+        return bool(self.rows)
+
+    def _run_epoch(self) -> list[dict[str, float]]:
+        losses, stepped = self._epoch_steps()
+        logs = self._end_epoch(losses, stepped)
+        self.state.epoch, self.state.step = self.epoch, int(self.total_steps)
+        return logs
+
+    def _wrap_up(self) -> None:
+        """Networks still training when the loop stopped (a callback, Ctrl-C) end with its
+        status and reason."""
+        if self.rows:
+            for r in range(len(self.rows)):
+                self._finish(r, self.state.status, self.state.stop_reason)
+            self._keep([])
+
+    @property
+    def lr(self) -> float:
+        """The first network's learning rate (each network's own is in its logs)."""
+        return self.schedules.logged_lr(0, self.epoch, int(self.steps[0])) if self.rows else math.nan
+
+    def run(self) -> list[JobResult]:
+        """Train every job (:meth:`fit`); one :class:`JobResult` per job, in order."""
+        self.fit()
         return [r for r in self.results if r is not None]
 
     def _epoch_batches(self) -> tuple[torch.Tensor, np.ndarray]:
@@ -302,7 +343,7 @@ class _Stack:
         index = (padded + self.offsets.unsqueeze(1)).view(len(flats), s, b).transpose(0, 1)
         return index.contiguous(), counts
 
-    def _run_epoch(self) -> tuple[torch.Tensor, np.ndarray]:
+    def _epoch_steps(self) -> tuple[torch.Tensor, np.ndarray]:
         index, counts = self._epoch_batches()
         n_steps, m = counts.shape
         # which network steps when: (S, M); the usual epoch (every network a full batch at
@@ -340,6 +381,8 @@ class _Stack:
                     self.opt.set_rates(lrs[s], None if moms is None else moms[s])
                 if plain:
                     self._step(xb, yb, diff, None, None, None, db)
+                    for cb in self._batch_callbacks:
+                        cb.on_batch_end(self)
                     continue
                 active = stepped[s]
                 if not active.any():
@@ -348,12 +391,15 @@ class _Stack:
                 valid = None if full else cols.unsqueeze(0) < counts_t[s].unsqueeze(1)  # (M, B)
                 self._step(xb, yb, diff, valid, None if full else counts_t[s],
                            None if active.all() else active, db)
+                for cb in self._batch_callbacks:
+                    cb.on_batch_end(self)
             k = diffs.shape[0]
             step_counts = None if all_full else counts_t[start:start + k].reshape(-1)
             losses.append(step_losses(diffs.view(k * m, out_dim, self.batch), self.loss,
                                       count=step_counts, huber_delta=self.huber,
                                       feature_major=True).view(k, m))
         self.steps += stepped.sum(0)
+        self.total_steps += int(stepped.any(1).sum())
         return torch.cat(losses), stepped
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor, diff: torch.Tensor,
@@ -447,7 +493,11 @@ class _Stack:
 
     # -------------------------------------------------------------- epoch end
 
-    def _end_epoch(self, losses: torch.Tensor, stepped: np.ndarray) -> None:
+    def _end_epoch(self, losses: torch.Tensor, stepped: np.ndarray) -> list[dict[str, float]]:
+        """Each network's epoch logs, early stopping, divergence and budget; the networks that
+        are done leave the stack. Returns the logs of this epoch, one per network that logged
+        one, with its job index as ``"network"``."""
+        completed: list[dict[str, float]] = []
         self.epoch += 1
         mask = torch.from_numpy(stepped)  # (S, M): which network stepped at which step
         host = torch.where(mask, losses.cpu(), 0.0)  # the one host read of this epoch's losses
@@ -474,6 +524,7 @@ class _Stack:
                 logs["val_loss"] = val[r]
             self.schedules.end_epoch(r, logs.get("val_loss", train[r]))  # plateau: its metric
             self.history[job_index].append(logs)
+            completed.append({**logs, "network": job_index})
             stopper = self.stoppers[r]
             status, reason = "", ""
             if stopper is not None:
@@ -484,7 +535,7 @@ class _Stack:
                     status = "early-stopped"
             if status:
                 done.append((r, status, reason))
-            elif self.epoch >= self.max_epochs[r] or self.steps[r] >= self.max_steps[r]:
+            elif self.epoch >= self.row_epochs[r] or self.steps[r] >= self.row_steps[r]:
                 done.append((r, "finished", ""))
         if improved and self.best is not None:
             rows = torch.tensor(improved, device=self.device)
@@ -493,6 +544,7 @@ class _Stack:
             for r, status, reason in done:
                 self._finish(r, status, reason)
             self._keep([r for r in range(len(self.rows)) if r not in {d[0] for d in done}])
+        return completed
 
     def _finish(self, r: int, status: str, reason: str) -> None:
         job_index = self.rows[r]
@@ -540,11 +592,11 @@ class _Stack:
                 setattr(self, name, value[idx])
         for name in ("offsets", "val_valid", "val_count", "x_val", "y_val"):
             setattr(self, name, getattr(self, name)[idx])
-        for name in ("samplers", "stoppers", "max_steps", "max_epochs"):
+        for name in ("samplers", "stoppers", "row_steps", "row_epochs"):
             values = getattr(self, name)
             setattr(self, name, [values[r] for r in keep])
         self.steps, self.has_val = self.steps[keep], self.has_val[keep]
-        self.max_steps_a = np.array(self.max_steps)
+        self.max_steps_a = np.array(self.row_steps)
         self.batch = max(s.batch_size for s in self.samplers)
         self._buffers()
 
