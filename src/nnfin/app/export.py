@@ -140,14 +140,15 @@ def open_for_export(path: str | Path) -> Run:
                               "model.safetensors): export needs the feature and target names and "
                               "the data scaling those hold")
     spec_path = p / SPEC if p.is_dir() else p.with_name(SPEC)
+    spec: dict[str, Any] = {}
     if spec_path.is_file():
-        with contextlib.suppress(NNFinError):
+        with contextlib.suppress(NNFinError):  # open_model names what is wrong with the file
             spec, _ = read_spec(spec_path)
-            if spec["model"].get("kind") == USER_KIND:
-                raise FileFormatError(
-                    f"{str(p)!r} holds a network of your own (class {spec['model'].get('class')!r}), "
-                    "which nnfin cannot rebuild; export it from Python: "
-                    "nnfin.export(nnfin.load_run(folder, model=YourNet(...)), path)")
+    if spec.get("model", {}).get("kind") == USER_KIND:
+        raise FileFormatError(
+            f"{str(p)!r} holds a network of your own (class {spec['model'].get('class')!r}), "
+            "which nnfin cannot rebuild; export it from Python: "
+            "nnfin.export(nnfin.load_run(folder, model=YourNet(...)), path)")
     return open_model(p)
 
 
