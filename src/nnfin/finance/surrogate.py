@@ -1,5 +1,9 @@
 """Greeks of a trained price surrogate by autograd, in the data's units and in float64.
 
+:func:`greeks` (public, ``nnfin.finance.greeks``) returns a DataFrame of the first and second
+derivatives with respect to every input and the named Greeks; :func:`surrogate_greeks` (the
+report's) returns the named Greeks as arrays. Both go through :func:`input_derivatives`.
+
 A run's network maps *scaled* inputs to *scaled* outputs: ``x_s = (x - x_mean) / x_std`` and
 ``V = V_s * y_std + y_mean``. :func:`surrogate_greeks` differentiates the whole composition
 ``x -> x_s -> net -> V`` with :func:`torch.autograd.grad` on a float64 copy of the network, so
@@ -28,7 +32,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+
+from nnfin.errors import ConfigError, DataError
 
 # greek -> (input feature, order of the derivative, sign)
 GREEK_FEATURES: dict[str, tuple[str, int, float]] = {
@@ -117,27 +124,160 @@ def surrogate_greeks(run: Any, x: np.ndarray | torch.Tensor, greeks: Sequence[st
 
 def first_derivative(f, x: torch.Tensor) -> torch.Tensor:
     """``dV/dx`` (n, n_features) of ``f`` at ``x`` by one backward pass (V_i depends on x_i)."""
+    return input_derivatives(f, x)[0]
+
+
+def input_derivatives(f, x: torch.Tensor, second: Sequence[int] = ()
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dV/dx, d2V/dx_j dx)`` of ``f`` at the rows ``x`` (n, d), by autograd.
+
+    The first is (n, d); the second (n, len(second), d) holds, for each input index ``j`` in
+    ``second``, the row ``d2V/dx_j dx_k`` of every sample's Hessian (one extra backward pass per
+    ``j``). Rows are independent (``V_i`` depends on ``x_i`` only), so the gradient of a sum gives
+    every row's derivatives at once.
+
+    >>> f = lambda x: (x[:, 0] ** 2) * x[:, 1]
+    >>> g, h = input_derivatives(f, torch.tensor([[3.0, 2.0]], dtype=torch.float64), second=[0, 1])
+    >>> g.tolist(), h.tolist()
+    ([[12.0, 9.0]], [[[4.0, 6.0], [6.0, 0.0]]])
+    """
     x = x.detach().clone().requires_grad_(True)
+    rows = []
     with torch.enable_grad():
-        (grad,) = torch.autograd.grad(f(x).sum(), x)
-    return grad.detach()
+        (grad,) = torch.autograd.grad(f(x).sum(), x, create_graph=bool(second))
+        for j in second:
+            if not grad.requires_grad:  # a network linear in its inputs: no curvature at all
+                rows.append(torch.zeros_like(x))
+                continue
+            (row,) = torch.autograd.grad(grad[:, j].sum(), x, retain_graph=True, allow_unused=True)
+            rows.append(torch.zeros_like(x) if row is None else row)
+    hess = torch.stack(rows, dim=1) if rows else x.new_zeros((x.shape[0], 0, x.shape[1]))
+    return grad.detach(), hess.detach()
 
 
 def _greeks_chunk(f, x: torch.Tensor, greeks: Sequence[str], features: list[str]
                   ) -> dict[str, np.ndarray]:
-    x = x.detach().clone().requires_grad_(True)
+    second = sorted({features.index(GREEK_FEATURES[g][0]) for g in greeks
+                     if GREEK_FEATURES[g][1] == 2})
+    grad, hess = input_derivatives(f, x, second)
     out: dict[str, np.ndarray] = {}
-    with torch.enable_grad():
-        (grad,) = torch.autograd.grad(f(x).sum(), x, create_graph="gamma" in greeks)
-        for g in greeks:
-            feat, order, sign = GREEK_FEATURES[g]
-            i = features.index(feat)
-            if order == 1:
-                out[g] = (sign * grad[:, i]).detach().numpy()
-            else:  # rows are independent, so d(sum_j dV_j/dm_j)/dm_i = d^2V_i/dm_i^2
-                (second,) = torch.autograd.grad(grad[:, i].sum(), x, allow_unused=True)
-                out[g] = np.zeros(x.shape[0]) if second is None else (sign * second[:, i]).detach().numpy()
+    for g in greeks:
+        feat, order, sign = GREEK_FEATURES[g]
+        i = features.index(feat)
+        values = grad[:, i] if order == 1 else hess[:, second.index(i), i]
+        out[g] = (sign * values).numpy()
     return out
+
+
+PRICE_KINDS = ("black-scholes", "heston")
+PRICE_TARGETS = ("price",)
+
+
+def check_price_surrogate(run: Any) -> None:
+    """Refuse, in one line, a run that does not predict one option price.
+
+    A price surrogate has one output, named ``price`` (nnfin's finance datasets) or trained on a
+    price kind (``black-scholes``, ``heston``); an implied-volatility network is not one.
+    """
+    targets = list(getattr(run, "targets", []) or [])
+    data = getattr(getattr(run, "config", None), "data", None)
+    kind = getattr(data, "kind", None)
+    where = f"run {str(run.dir)!r}" if getattr(run, "dir", None) is not None else "the run"
+    if len(targets) != 1:
+        raise ConfigError(f"{where} predicts {len(targets)} targets {targets!r}; Greeks need a "
+                          f"price surrogate with one output (a price)")
+    if targets[0] not in PRICE_TARGETS and kind not in PRICE_KINDS:
+        raise ConfigError(f"{where} predicts {targets[0]!r} (kind {kind!r}), not an option price; "
+                          f"Greeks need a price surrogate (kind black-scholes or heston, or a "
+                          f"target column named 'price')")
+
+
+def _input_rows(run: Any, frame: Any) -> tuple[np.ndarray, Any]:
+    """The run's feature columns of ``frame`` as float64 (n, d) and the frame's index."""
+    features = list(run.features)
+    if isinstance(frame, pd.DataFrame):
+        missing = [f for f in features if f not in frame.columns]
+        if missing:
+            raise DataError(f"frame lacks the feature column {missing[0]!r} the run was trained on "
+                            f"(features: {', '.join(features)}; frame has: "
+                            f"{', '.join(map(str, frame.columns))})")
+        index = frame.index
+        try:
+            x = frame[features].to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            bad = next(f for f in features if not pd.api.types.is_numeric_dtype(frame[f]))
+            raise DataError(f"frame column {bad!r} is not numeric") from None
+    else:
+        try:
+            x = np.asarray(frame.detach().cpu() if torch.is_tensor(frame) else frame,
+                           dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"inputs are not numeric; give a DataFrame with the columns "
+                            f"{', '.join(features)}") from None
+        if x.ndim != 2 or x.shape[1] != len(features):
+            raise DataError(f"inputs have shape {x.shape}; expected (n, {len(features)}) for the "
+                            f"features {', '.join(features)}")
+        index = pd.RangeIndex(x.shape[0])
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        row, col = (int(v) for v in bad[0])
+        label = index[row].item() if hasattr(index[row], "item") else index[row]
+        raise DataError(f"frame has a non-finite value at row {label!r}, column "
+                        f"{features[col]!r} ({x[row, col]}); Greeks need finite inputs")
+    return x, index
+
+
+def greeks(run: Any, frame: Any, *, cross: bool = False, chunk: int = 65536) -> pd.DataFrame:
+    """The surrogate's first and second derivatives with respect to every input, in data units.
+
+    ``run`` is a trained price surrogate (:func:`nnfin.fit`, :func:`nnfin.load_run`); ``frame``
+    holds its input columns by name (``run.features``, as in ``model.json``; other columns are
+    ignored), or is an (n, n_features) array in that order. Returns a DataFrame on the frame's
+    index with, for a target ``price`` and every input ``x``:
+
+    * ``d_price/d_x`` - the first derivative (autograd through the data scaling, float64);
+    * ``d2_price/d_x2`` - the second derivative (a second autograd pass, no finite differences);
+    * with ``cross=True`` also ``d2_price/d_x_d_y`` for every pair of inputs (e.g. vanna
+      ``d2_price/d_moneyness_d_sigma``);
+    * the named Greeks the inputs allow, prices in units of the strike: ``delta = dV/dm``,
+      ``gamma = d2V/dm2`` (``m`` = moneyness), ``vega = dV/dsigma``, ``theta = -dV/dtau``,
+      ``rho = dV/dr`` (the rate; a Heston input called ``rho``, the correlation, has only its
+      ``d_price/d_rho`` column).
+
+    >>> import nnfin, pandas as pd
+    >>> run = nnfin.load_run("runs/bs")  # doctest: +SKIP
+    >>> g = nnfin.finance.greeks(run, pd.DataFrame(  # doctest: +SKIP
+    ...     {"moneyness": [1.0], "tau": [0.5], "r": [0.05], "sigma": [0.2]}))
+    >>> g[["delta", "gamma", "vega", "theta", "rho"]]  # doctest: +SKIP
+    """
+    check_price_surrogate(run)
+    features, target = list(run.features), run.targets[0]
+    x, index = _input_rows(run, frame)
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"chunk = {chunk!r} must be a whole number >= 1")
+    f = price_function(run)
+    d = len(features)
+    grads, hessians = [], []
+    for start in range(0, x.shape[0], chunk):
+        g, h = input_derivatives(f, torch.tensor(x[start:start + chunk]), range(d))
+        grads.append(g.numpy())
+        hessians.append(h.numpy())
+    grad = np.concatenate(grads) if grads else np.empty((0, d))
+    hess = np.concatenate(hessians) if hessians else np.empty((0, d, d))
+    cols: dict[str, np.ndarray] = {}
+    for i, name in enumerate(features):
+        cols[f"d_{target}/d_{name}"] = grad[:, i]
+    for i, name in enumerate(features):
+        cols[f"d2_{target}/d_{name}2"] = hess[:, i, i]
+    if cross:
+        for i in range(d):
+            for j in range(i + 1, d):
+                cols[f"d2_{target}/d_{features[i]}_d_{features[j]}"] = hess[:, i, j]
+    for g_name in available_greeks(features):
+        feat, order, sign = GREEK_FEATURES[g_name]
+        i = features.index(feat)
+        cols[g_name] = sign * (grad[:, i] if order == 1 else hess[:, i, i])
+    return pd.DataFrame(cols, index=index)
 
 
 def finite_difference_greeks(predict, x: np.ndarray, features: Sequence[str],
