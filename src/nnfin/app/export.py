@@ -190,9 +190,13 @@ def data_units(run: Run) -> DataUnits:
     """A CPU copy of ``run.model`` in eval mode, wrapped in its data scaling (the run's model
     itself is left as it is)."""
     network = copy.deepcopy(run.model).to("cpu").eval()
-    param = next(network.parameters(), None)
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    return DataUnits(network, run.scaler, len(run.targets), dtype).eval()
+    return DataUnits(network, run.scaler, len(run.targets), network_dtype(run.model)).eval()
+
+
+def network_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype a network computes in: its first floating-point parameter's (else float32)."""
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return param.dtype if param is not None else torch.float32
 
 
 def sample_inputs(run: Run, rows: int, seed: int = 0) -> np.ndarray:
@@ -221,11 +225,11 @@ def _quiet() -> Iterator[None]:
 
 def trace(run: Run, where: str = "the run") -> torch.export.ExportedProgram:
     """``torch.export`` of the run's network in data units, with a dynamic batch dimension."""
-    wrapper = data_units(run)
     example = tuple(torch.from_numpy(c) for c in sample_inputs(run, 4).T.copy())
     shapes = (tuple({0: torch.export.Dim(BATCH)} for _ in example),)
     try:
         with _quiet(), torch.no_grad():
+            wrapper = data_units(run)
             return torch.export.export(wrapper, example, dynamic_shapes=shapes, strict=False)
     except Exception as exc:  # whatever torch.export meets in a network of one's own
         raise ExportError(f"{where}: the network ({_class_name(run.model)}) cannot be exported: "
@@ -289,10 +293,10 @@ def _float64_decompositions() -> dict[Any, Any]:
 def to_onnx(program: torch.export.ExportedProgram, run: Run, where: str = "the run") -> Any:
     """The ONNX ``ModelProto`` of a traced run: inputs and outputs named after the features
     and targets, the batch dimension named ``batch``, nnfin's names in the metadata."""
-    if any(b.dtype == torch.float64 for b in program.state_dict.values()):
-        program = program.run_decompositions(_float64_decompositions())
     try:
         with _quiet():
+            if network_dtype(run.model) == torch.float64:
+                program = program.run_decompositions(_float64_decompositions())
             onnx_program = torch.onnx.export(program, (), None, input_names=list(run.features),
                                              output_names=list(run.targets), dynamo=True,
                                              external_data=False, verbose=False)
