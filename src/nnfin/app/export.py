@@ -108,7 +108,11 @@ def export(run: str | Path | Run, path: str | Path, *, force: bool = False,
             if fmt == "onnx":
                 import onnx
 
-                onnx.save_model(proto, str(tmp))
+                try:
+                    onnx.save_model(proto, str(tmp))
+                except ValueError as exc:  # protobuf's 2 GiB limit of one file
+                    raise ExportError(f"{where}: the ONNX file cannot be written: {_why(exc)}; a "
+                                      ".pt2 file has no such limit") from None
             else:
                 torch.export.save(program, str(tmp))
             result.seconds = time.perf_counter() - start
