@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib.util
 import io
 import json
@@ -366,6 +367,8 @@ def check_file(path: Path, fmt: str, run: Run, target: Path | None = None) -> fl
     :data:`CHECK_BATCHES`, against nnfin's own prediction; refuse an error above :data:`RTOL`.
     Returns the largest relative error."""
     x = sample_inputs(run, CHECK_ROWS)
+    if run.device.type != "cpu":  # the reference on the CPU, where nnfin predict runs
+        run = dataclasses.replace(run, model=copy.deepcopy(run.model).to("cpu"))
     expected = run.predict(x.astype(np.float64))
     rms = np.sqrt(np.mean(expected**2, axis=0))
     shown = str(target or path)
