@@ -175,7 +175,8 @@ def test_report_command_writes_the_files(tmp_path, cli, monkeypatch):
     assert result.code == 0, result
     assert "test-narrow" in result.out and "delta" in result.out
     files = {p.name for p in (run.dir / "report").iterdir()}
-    assert files == {"metrics.csv", "report.json", "error_surface.png", "greeks.png"}
+    assert files == {"metrics.csv", "report.json", "error_surface.png", "greeks.png", "hedging.csv",
+                     "hedging.png"}
     table = pd.read_csv(run.dir / "report" / "metrics.csv")
     assert set(table["split"]) == {"train", "test-wide", "test-narrow"}
     assert list(table.columns)[2:] == ["mse", "rmse", "mae", "mape", "r2", "max_abs_error", "n", "n_mape"]

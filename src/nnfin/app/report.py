@@ -19,8 +19,14 @@ see :mod:`nnfin.finance.surrogate`) are scored against the analytic ones with th
 For ``implied-vol`` runs the network is compared with the vectorised Newton solver and brentq on
 the paper's Table 8 options (:mod:`nnfin.finance.iv_compare`).
 
+For price surrogates of a kind in :data:`HEDGE_MARKETS` (``black-scholes``) a hedging test
+(:mod:`nnfin.finance.hedging`): a short book of calls (:data:`HEDGE`) is delta-hedged every day
+along seeded simulated paths with the network's delta and with the exact delta; the P&L mean and
+standard deviation of both, their ratio, and those of the unhedged book.
+
 :func:`write_report` writes ``report/metrics.csv``, ``report/iv_solvers.csv`` (IV runs),
-``report/report.json``, ``report/error_surface.png`` and ``report/greeks.png`` into the run.
+``report/hedging.csv``, ``report/report.json``, ``report/error_surface.png``,
+``report/greeks.png`` and ``report/hedging.png`` into the run.
 
 >>> finance_metrics(np.array([1.0, 2.0, 1e-4]), np.array([1.1, 2.0, 2e-4]))["n_mape"]
 2
@@ -47,7 +53,11 @@ from nnfin.finance.datasets import SPECS, generate, resolve_ranges
 from nnfin.finance.surrogate import PIECEWISE_LINEAR, available_greeks, surrogate_greeks
 
 DEFAULTS: dict[str, Any] = {"n": 20_000, "iv_n": 20_000, "mape_cutoff": 1e-3, "seed_offset": 1000,
-                            "gamma_fd_step": 1e-2}
+                            "gamma_fd_step": 1e-2, "hedge_paths": 2000, "hedge_seed": 0}
+# the hedging test: a short book of calls (strikes in units of the initial spot S0 = 1) hedged
+# daily for half a year of its 0.9-year life, so tau stays in [0.4, 0.9] (inside both presets)
+HEDGE: dict[str, Any] = {"s0": 1.0, "r": 0.05, "sigma": 0.2, "strikes": (0.9, 1.0, 1.1),
+                         "maturity": 0.9, "horizon": 0.5, "steps": 126}
 METRICS = ("mse", "rmse", "mae", "mape", "r2", "max_abs_error")
 _GEN_KEYS = ("sampler", "option", "N", "L", "chunk", "device", "min_time_value")
 
@@ -59,11 +69,14 @@ class Report:
     kind: str
     metrics: pd.DataFrame
     iv: pd.DataFrame | None = None
+    hedging: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     # per split: inputs, targets, predictions (and Greeks) for the plots
     samples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    # per hedge (exact delta, network delta, no hedge): the P&L of every path
+    hedge_pnls: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 def finance_metrics(y_true: np.ndarray, y_pred: np.ndarray, *,
@@ -150,12 +163,14 @@ _IV_VALUES_PER_ROW = 40
 
 
 def check_memory(run: Any, *, n: int | None = None, iv_n: int | None = None,
-                 fields: tuple[str, str] = ("n", "iv_n")) -> int:
+                 fields: tuple[str, ...] = ("n", "iv_n", "hedge_paths"),
+                 hedge_paths: int | None = None) -> int:
     """Refuse test sets (``n`` rows each) or IV options (``iv_n``) that cannot fit in memory.
 
     Per test set: the generator's peak, the rows kept for the metrics and plots and one forward
     pass of all rows through the network (float64, with its graph). ``fields`` names ``n`` and
-    ``iv_n`` in the message (the CLI passes ``("--n", "--iv-n")``). Returns the bytes.
+    ``iv_n`` (and ``hedge_paths``) in the message (the CLI passes ``("--n", "--iv-n",
+    "--hedge-paths")``). ``hedge_paths`` sizes the hedging test's paths. Returns the bytes.
 
     >>> check_memory(run, n=20_000)  # doctest: +SKIP
     """
@@ -182,21 +197,38 @@ def check_memory(run: Any, *, n: int | None = None, iv_n: int | None = None,
         require(fields[1], iv_n, iv_bytes, "the implied-vol comparison",
                 detail=f"{format_count(iv_n)} options x {_IV_VALUES_PER_ROW * 8 + forward} bytes")
         total = max(total, iv_bytes)
+    if hedge_paths and kind in HEDGE_MARKETS:
+        per_path = _hedge_values_per_path() * 8 + len(HEDGE["strikes"]) * forward
+        hedge_field = fields[2] if len(fields) > 2 else "hedge_paths"
+        require(hedge_field, hedge_paths, hedge_paths * per_path, "the hedging test",
+                detail=f"{format_count(hedge_paths)} paths x {per_path} bytes")
+        total = max(total, hedge_paths * per_path)
     return total
+
+
+def _hedge_values_per_path() -> int:
+    """float64 values per simulated path: the spot path, its normals, and per option one step's
+    inputs, Greeks and P&L work."""
+    return 2 * (HEDGE["steps"] + 1) + len(HEDGE["strikes"]) * 16
 
 
 def evaluate(run: Any, trainer: Any = None, *, n: int | None = None, seed: int | None = None,
              train: bool = True, greeks: bool = True, iv: bool = True, iv_n: int | None = None,
-             brentq: bool = True, mape_cutoff: float | None = None) -> Report:
-    """Score ``run`` on train / test-wide / test-narrow, its Greeks, and (IV runs) the solvers.
+             brentq: bool = True, mape_cutoff: float | None = None, hedge: bool = True,
+             hedge_paths: int | None = None, hedge_seed: int | None = None) -> Report:
+    """Score ``run`` on train / test-wide / test-narrow, its Greeks, (IV runs) the solvers and
+    (price runs) the hedging test.
 
-    ``n`` sizes each test set, ``iv_n`` the Table 8 options (defaults in :data:`DEFAULTS`);
-    ``train = False`` skips regenerating the training rows of a loaded run.
+    ``n`` sizes each test set, ``iv_n`` the Table 8 options, ``hedge_paths`` the simulated
+    paths of the hedging test (defaults in :data:`DEFAULTS`); ``train = False`` skips
+    regenerating the training rows of a loaded run.
     """
     kind = finance_kind(run)
     n = DEFAULTS["n"] if n is None else n
     iv_n = DEFAULTS["iv_n"] if iv_n is None else iv_n
-    check_memory(run, n=n, iv_n=iv_n if iv else 0)
+    hedge_paths = DEFAULTS["hedge_paths"] if hedge_paths is None else hedge_paths
+    hedge_seed = DEFAULTS["hedge_seed"] if hedge_seed is None else hedge_seed
+    check_memory(run, n=n, iv_n=iv_n if iv else 0, hedge_paths=hedge_paths if hedge else 0)
     cutoff = DEFAULTS["mape_cutoff"] if mape_cutoff is None else mape_cutoff
     seed = run.config.data.seed + DEFAULTS["seed_offset"] if seed is None else seed
     option = run.config.data.options.get("option", "call")
@@ -240,7 +272,77 @@ def evaluate(run: Any, trainer: Any = None, *, n: int | None = None, seed: int |
     report.metrics = pd.DataFrame(rows)
     if iv and kind.startswith("implied-vol"):
         report.iv = _iv_section(run, report, iv_n, brentq)
+    if hedge and kind in HEDGE_MARKETS:
+        report.hedging = _hedging_section(run, report, hedge_paths, hedge_seed)
     return report
+
+
+def _bs_hedge_market(run: Any, paths: int, seed: int) -> tuple[Any, Any, Any, Any, str]:
+    """GBM paths under the risk-neutral drift, the book, and the closed-form price and delta."""
+    from nnfin.finance.black_scholes import bs_price
+    from nnfin.finance.hedging import Book, simulate_gbm
+
+    market = simulate_gbm(HEDGE["s0"], r=HEDGE["r"], sigma=HEDGE["sigma"], horizon=HEDGE["horizon"],
+                          steps=HEDGE["steps"], paths=paths, seed=seed)
+    book = Book(strikes=HEDGE["strikes"], maturity=HEDGE["maturity"])
+
+    def cols(f: pd.DataFrame) -> list[np.ndarray]:
+        return [f[c].to_numpy() for c in ("moneyness", "tau", "r", "sigma")]
+
+    def price(f: pd.DataFrame) -> np.ndarray:
+        return bs_price(*cols(f)).numpy()
+
+    def delta(f: pd.DataFrame) -> np.ndarray:
+        return bs_greeks(*cols(f))["delta"].numpy()
+
+    about = (f"GBM, S0 = {HEDGE['s0']:g}, r = {HEDGE['r']:g}, sigma = {HEDGE['sigma']:g}, "
+             f"risk-neutral drift")
+    return market, book, price, delta, about
+
+
+# kind -> f(run, paths, seed) -> (market, book, exact price, exact delta, description)
+HEDGE_MARKETS: dict[str, Any] = {"black-scholes": _bs_hedge_market}
+
+
+def _hedging_section(run: Any, report: Report, paths: int, seed: int) -> pd.DataFrame | None:
+    from nnfin.finance.hedging import hedge_book, pnl_summary
+
+    kind = run.config.data.kind
+    if run.targets != ["price"] or "moneyness" not in run.features \
+            or run.config.data.options.get("option", "call") != "call":
+        report.notes.append("hedging test skipped: it needs a call price surrogate with a "
+                            "moneyness input")
+        return None
+    market, book, price, exact_delta, about = HEDGE_MARKETS[kind](run, paths, seed)
+    missing = [f for f in run.features if f not in ("moneyness", "tau", *market.params, *market.state)]
+    if missing:
+        report.notes.append(f"hedging test skipped: the run's inputs {missing!r} are not market "
+                            f"inputs of the simulated paths")
+        return None
+
+    def network_delta(f: pd.DataFrame) -> np.ndarray:
+        return surrogate_greeks(run, f[run.features].to_numpy(), ["delta"])["delta"]
+
+    report.hedge_pnls = {"exact delta": hedge_book(market, book, exact_delta, price),
+                         "network delta": hedge_book(market, book, network_delta, price),
+                         "no hedge": hedge_book(market, book, None, price)}
+    table = pnl_summary(report.hedge_pnls, "exact delta")
+    report.settings["hedging"] = {**{k: list(v) if isinstance(v, tuple) else v
+                                     for k, v in HEDGE.items()}, "paths": paths, "seed": seed}
+    report.notes.append(
+        f"hedging: short {len(book.strikes)} calls (strikes {', '.join(f'{k:g}' for k in book.strikes)}, "
+        f"maturity {book.maturity:g}), delta-hedged at each of {market.steps} daily steps over "
+        f"{market.times[-1]:g} years on {paths} paths ({about}, seed {seed}); the book is sold and "
+        f"bought back at the exact price for every hedger, so P&Ls differ by the delta only")
+    opts = run.config.data.options
+    box, _ = resolve_ranges(kind, opts.get("ranges", "wide"), opts.get("overrides"))
+    lo, hi = box["moneyness"]
+    m = market.spot[:, :-1][None, :, :] / np.asarray(book.strikes)[:, None, None]
+    outside = float(np.mean((m < lo) | (m > hi)))
+    if outside > 0:
+        report.notes.append(f"hedging: {outside:.2%} of the hedge's deltas are at a moneyness "
+                            f"outside the training range [{lo:g}, {hi:g}] (the network extrapolates)")
+    return table
 
 
 def _iv_section(run: Any, report: Report, iv_n: int, brentq: bool) -> pd.DataFrame | None:
@@ -266,7 +368,8 @@ def _iv_section(run: Any, report: Report, iv_n: int, brentq: bool) -> pd.DataFra
     return table
 
 
-REPORT_FILES = ("metrics.csv", "iv_solvers.csv", "report.json", "error_surface.png", "greeks.png")
+REPORT_FILES = ("metrics.csv", "iv_solvers.csv", "hedging.csv", "report.json", "error_surface.png",
+                "greeks.png", "hedging.png")
 
 
 def write_report(run: Any, trainer: Any = None, *, out: str | Path | None = None,
@@ -305,14 +408,18 @@ def _write_report(run: Any, trainer: Any, folder: Path, plots: bool | None, forc
     if report.iv is not None:
         report.files.append(files.write_frame(folder / "iv_solvers.csv", report.iv, float_format="%.6g",
                                               **write))
+    if report.hedging is not None:
+        report.files.append(files.write_frame(folder / "hedging.csv", report.hedging,
+                                              float_format="%.6g", **write))
     summary = {"kind": report.kind, "run": str(run.dir) if run.dir else None,
                "settings": report.settings, "notes": report.notes,
                "metrics": report.metrics.to_dict(orient="records"),
-               "iv_solvers": None if report.iv is None else report.iv.to_dict(orient="records")}
+               "iv_solvers": None if report.iv is None else report.iv.to_dict(orient="records"),
+               "hedging": None if report.hedging is None else report.hedging.to_dict(orient="records")}
     text = json.dumps(_finite(summary), indent=2, default=files.json_default, allow_nan=False)
     report.files.append(files.write_text(folder / "report.json", text + "\n", **write))
     if run.config.run.plots if plots is None else plots:
-        from nnfin.finance.report_plots import error_surface_figure, greeks_figure
+        from nnfin.finance.report_plots import error_surface_figure, greeks_figure, hedging_figure
         from nnfin.plots import save
 
         tests = {k: v for k, v in report.samples.items() if k.startswith("test")}
@@ -323,6 +430,9 @@ def _write_report(run: Any, trainer: Any, folder: Path, plots: bool | None, forc
             fig = greeks_figure(run, report.samples, option=report.settings["option"],
                                 gamma_fd_step=report.settings.get("gamma_fd_step"))
             report.files.append(save(fig, folder / "greeks.png", **write))
+        if report.hedge_pnls:
+            fig = hedging_figure(report.hedge_pnls)
+            report.files.append(save(fig, folder / "hedging.png", **write))
     return report
 
 

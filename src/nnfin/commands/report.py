@@ -5,8 +5,9 @@
     nnfin report runs/heston --no-train        # skip regenerating the training rows
 
 Writes ``report/metrics.csv``, ``report/report.json``, ``report/error_surface.png``,
-``report/greeks.png`` (Black–Scholes price runs) and ``report/iv_solvers.csv`` (implied-vol
-runs) into the run folder (or ``--out``); a finished finance fit writes the same report.
+``report/greeks.png``, ``report/hedging.csv`` and ``report/hedging.png`` (Black–Scholes price
+runs) and ``report/iv_solvers.csv`` (implied-vol runs) into the run folder (or ``--out``); a
+finished finance fit writes the same report.
 """
 
 from __future__ import annotations
@@ -60,6 +61,19 @@ def iv_table(iv) -> Table:
     return table
 
 
+def hedging_table(hedging) -> Table:
+    """Hedging P&L per hedge: mean, standard deviation, its ratio to the exact delta's."""
+    paths = int(hedging["paths"].iloc[0])
+    table = Table(title=f"delta hedging of a short book of calls, {paths:,} paths (units of S0)",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("hedge", "P&L mean", "P&L std", "std / exact", "1% quantile", "99% quantile"):
+        table.add_column(col, justify="left" if col == "hedge" else "right", no_wrap=True)
+    for row in hedging.to_dict(orient="records"):
+        table.add_row(row["hedge"], f"{row['mean']:.3g}", f"{row['std']:.3g}",
+                      f"{row['std_ratio']:.4f}", f"{row['q01']:.3g}", f"{row['q99']:.3g}")
+    return table
+
+
 def _count(text: str) -> int:
     from nnfin.memory import parse_count
 
@@ -75,6 +89,10 @@ def report(
     iv_n: int = typer.Option(20_000, "--iv-n", parser=_count, metavar="INTEGER",
                              help="Options in the IV solver comparison."),
     no_brentq: bool = typer.Option(False, "--no-brentq", help="Leave the slow brentq solver out."),
+    hedge_paths: int = typer.Option(2000, "--hedge-paths", parser=_count, metavar="INTEGER",
+                                    help="Simulated paths of the hedging test (price runs)."),
+    hedge_seed: int = typer.Option(0, "--hedge-seed", min=0, help="Seed of the hedging paths."),
+    no_hedge: bool = typer.Option(False, "--no-hedge", help="Leave the hedging test out."),
     no_train: bool = typer.Option(False, "--no-train", help="Skip the training rows (not regenerated)."),
     mape_cutoff: float = typer.Option(1e-3, "--mape-cutoff", min=0.0,
                                       help="MAPE counts only rows with |y| above this."),
@@ -85,15 +103,17 @@ def report(
                                help="Replace report files already in the --out folder (the run's own "
                                "report/ folder is nnfin's, and always rewritten)."),
 ) -> None:
-    """Evaluate a finance run: MSE, RMSE, MAE, MAPE, R², max error; Greeks; IV solvers."""
+    """Evaluate a finance run: MSE, RMSE, MAE, MAPE, R², max error; Greeks; IV solvers; hedging."""
     from nnfin.app.report import check_memory, finance_kind, write_report
     from nnfin.runs import load_run
 
     run = load_run(run_dir)
     finance_kind(run)
-    check_memory(run, n=n, iv_n=iv_n, fields=("--n", "--iv-n"))  # before anything is written
+    check_memory(run, n=n, iv_n=iv_n, hedge_paths=0 if no_hedge else hedge_paths,
+                 fields=("--n", "--iv-n", "--hedge-paths"))  # before anything is written
     rep = write_report(run, out=out, plots=plots, force=True if out is None else force, n=n, seed=seed,
-                       train=not no_train, iv_n=iv_n, brentq=not no_brentq, mape_cutoff=mape_cutoff)
+                       train=not no_train, iv_n=iv_n, brentq=not no_brentq, mape_cutoff=mape_cutoff,
+                       hedge=not no_hedge, hedge_paths=hedge_paths, hedge_seed=hedge_seed)
     print_report(rep)
 
 
@@ -109,6 +129,8 @@ def print_report(rep) -> None:
                   f"{s['seed_test_narrow']} (narrow); MAPE: {s['mape']} (cutoff {s['mape_cutoff']:g})")
     if rep.iv is not None:
         print_table(wide, iv_table(rep.iv))
+    if getattr(rep, "hedging", None) is not None:
+        print_table(wide, hedging_table(rep.hedging))
     for note in rep.notes:
         console.print(f"note: {escape(note)}")
     if rep.files:

@@ -1,4 +1,4 @@
-"""Figures of the finance report: the error over (moneyness, maturity) and the Greeks.
+"""Figures of the finance report: the error over (moneyness, maturity), the Greeks, hedging P&L.
 
 >>> x = np.random.default_rng(0).uniform(0.5, 1.5, (200, 2))
 >>> fig = error_surface_figure({"test-wide": {"x": x, "y": x[:, 0], "pred": x[:, 0] + 1e-4}},
@@ -77,5 +77,43 @@ def greeks_figure(run: Any, samples: dict[str, dict[str, np.ndarray]], *, option
             ax.grid(True, alpha=0.3)
     axes[0, 0].legend(fontsize=7)
     axes[1, 0].legend(fontsize=7, markerscale=8)
+    fig.tight_layout()
+    return fig
+
+
+def hedging_figure(pnls: dict[str, np.ndarray]) -> Figure:
+    """Left: histograms of the hedging P&L per path for every hedge but ``no hedge`` (much wider;
+    its std is in the title). Right: network minus exact P&L per path (the delta's own error).
+
+    >>> rng = np.random.default_rng(0)
+    >>> fig = hedging_figure({"exact delta": rng.normal(0, 1e-2, 500),
+    ...                       "network delta": rng.normal(0, 1.1e-2, 500)})
+    """
+    import matplotlib.pyplot as plt
+
+    hedged = {k: v for k, v in pnls.items() if k != "no hedge"}
+    both = "exact delta" in pnls and "network delta" in pnls
+    fig, axes = plt.subplots(1, 2 if both else 1, figsize=(11 if both else 5.5, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    values = np.concatenate(list(hedged.values()))
+    bins = np.linspace(*np.quantile(values, [0.001, 0.999]), 80)
+    for name, p in hedged.items():
+        ax.hist(np.clip(p, bins[0], bins[-1]), bins=bins, histtype="step", lw=1.5,
+                label=f"{name}: mean {p.mean():.2e}, std {p.std(ddof=1):.2e}")
+    title = "hedging P&L per path"
+    if "no hedge" in pnls:
+        title += f" (no hedge: std {pnls['no hedge'].std(ddof=1):.3f})"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("P&L at the horizon (units of S0)")
+    ax.set_ylabel("paths")
+    ax.legend(fontsize=7)
+    if both:
+        diff = pnls["network delta"] - pnls["exact delta"]
+        ratio = pnls["network delta"].std(ddof=1) / pnls["exact delta"].std(ddof=1)
+        axes[0, 1].hist(diff, bins=80, color="tab:red", alpha=0.7)
+        axes[0, 1].set_title(f"network - exact P&L per path (std ratio {ratio:.4f})", fontsize=9)
+        axes[0, 1].set_xlabel("P&L difference (units of S0)")
+    for a in axes[0]:
+        a.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
