@@ -247,6 +247,9 @@ class TrainConfig(Section):
     derivative_weight: float = Field(
         1.0, ge=0.0, description="weight of the derivative loss when [data] derivatives is set")
     progress: bool = Field(True, description="show a progress bar")
+    threads: int | Literal["auto"] = Field(
+        "auto", description="CPU threads while training: auto (one for small networks, torch's "
+        "default for large ones) or a number")
     compile: bool = Field(False, description="train through torch.compile (first epoch compiles)")
     distributed: bool = Field(False, description="DistributedDataParallel under torchrun")
     tensorboard: bool = Field(False, description="write TensorBoard logs into <run>/tensorboard")
@@ -258,6 +261,13 @@ class TrainConfig(Section):
         if v in DEVICES or re.fullmatch(r"cuda:[0-9]{1,4}", v):
             return v
         raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps{did_you_mean(v, DEVICES)}")
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 1024:
+            raise ValueError("must be 'auto' or a number of threads from 1 to 1024")
+        return v
 
     @model_validator(mode="after")
     def _length(self) -> TrainConfig:

@@ -33,6 +33,7 @@ from torch import nn
 from nnfin import distributed
 from nnfin.config import Config
 from nnfin.data import Data
+from nnfin.device import cpu_threads, training_threads
 from nnfin.train import rules
 from nnfin.train.losses import make_loss, make_penalty
 from nnfin.train.optim import CLOSURE_OPTIMIZERS, build_optimizer, build_scheduler
@@ -121,7 +122,7 @@ class Loop:
         self._stop_now = False
         self.notify("on_train_begin")
         self._started = time.perf_counter() - self.state.elapsed
-        with _sigint_as_flag(self):
+        with _sigint_as_flag(self), cpu_threads(self.threads):
             while self._more() and not self.stopping:
                 self.notify("on_epoch_begin")
                 completed = self._run_epoch()
@@ -137,6 +138,8 @@ class Loop:
         return self.state
 
     # ------------------------------------------------------------- the step side
+
+    threads: int | None = None  # CPU threads while training (device.training_threads)
 
     def _more(self) -> bool:
         raise NotImplementedError
@@ -184,6 +187,9 @@ class Trainer(Loop):
         self.d_weight = tc.derivative_weight
         self.step_in_epoch = 0  # > 0 only when a run was interrupted inside an epoch
         self.epoch_losses: list[torch.Tensor] = []
+        rows = n_train if tc.sampling == "full" else min(tc.batch_size, n_train)
+        self.threads = training_threads(tc.threads, device=self.device,
+                                        work=sum(p.numel() for p in model.parameters()) * rows)
 
     @property
     def lr(self) -> float:

@@ -41,6 +41,7 @@ from torch import nn
 
 from nnfin.config import Config
 from nnfin.data import Data
+from nnfin.device import training_threads
 from nnfin.train import rules
 from nnfin.train.callbacks import EarlyStopping
 from nnfin.train.loop import Callback, Loop
@@ -215,6 +216,8 @@ class StackTrainer(Loop):
         self.epoch = 0
         self.max_epochs, self.max_steps = max(self.row_epochs), max(self.row_steps)
         self.total_steps = 0  # batched steps taken (each trains every network with a batch)
+        self.threads = training_threads(tc.threads, device=self.device,
+                                        work=self.theta.numel() * self.batch)
 
     # ------------------------------------------------------------------ setup
 
