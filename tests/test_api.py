@@ -20,7 +20,7 @@ QUICK = [*FAST, "run.plots=false"]
 
 # root function -> CLI command; keywords of the root function that only Python has
 COMMANDS = {"fit": "fit", "cv": "cv", "tune": "tune", "predict": "predict", "resume": "resume",
-            "lr_find": "lr-find"}
+            "lr_find": "lr-find", "export": "export"}
 PYTHON_ONLY = {"callbacks", "console", "write", "data", "model", "features", "target", "progress",
                "overrides"}
 CLI_ONLY = {"set_": "overrides", "config": None, "quiet": None, "top": None}  # top: rows printed
@@ -41,9 +41,10 @@ def test_every_cli_option_is_a_keyword_of_the_root_function_and_back(root):
     cli._register()
     group = typer.main.get_command(cli.app)
     command = group.commands[COMMANDS[root]]
-    keywords = {name for name, p in inspect.signature(getattr(nnfin, root)).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY}
     options = _options(command)
+    keywords = {name for name, p in inspect.signature(getattr(nnfin, root)).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY
+                or (p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name in options)}
     for option in options:
         if option in CLI_ONLY:
             expected = CLI_ONLY[option]

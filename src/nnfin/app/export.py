@@ -1,4 +1,4 @@
-"""A trained model as one file that runs outside nnfin: ``nnfin.export(run, path)``
+"""A trained model as one file that runs outside nnfin: ``nnfin.export(run, out)``
 (``nnfin export RUN -o model.onnx`` on the command line).
 
 The file computes what :func:`nnfin.predict` computes, the data scaling folded in: it takes
@@ -77,19 +77,19 @@ class Exported:
     rows_checked: int = 0
 
 
-def export(run: str | Path | Run, path: str | Path, *, force: bool = False,
+def export(run: str | Path | Run, out: str | Path, *, force: bool = False,
            check: bool = False) -> Exported:
     """Write ``run`` (a run folder, a model folder or its ``model.json`` / ``model.safetensors``,
-    or a :class:`~nnfin.runs.Run`) to ``path``: ``.onnx`` or ``.pt2`` (by the suffix).
+    or a :class:`~nnfin.runs.Run`) to ``out``: ``.onnx`` or ``.pt2`` (by the suffix).
 
-    An existing ``path`` needs ``force``; the file is written beside it and renamed into place,
+    An existing ``out`` needs ``force``; the file is written beside it and renamed into place,
     so a failed export (or a failed ``check``) leaves nothing behind.
 
     >>> done = export("runs/bs", "bs.onnx", check=True)  # doctest: +SKIP
     >>> done.inputs, done.outputs, done.max_rel_error  # doctest: +SKIP
     (['moneyness', 'tau', 'r', 'sigma'], ['price'], 1.9e-07)
     """
-    out = files.check_target(path, force=force, field="--out", suffixes=SUFFIXES)
+    out = files.check_target(out, force=force, field="--out", suffixes=SUFFIXES)
     fmt = out.suffix.lower().lstrip(".")
     if fmt == "onnx":
         require("onnx", "onnxscript", *(("onnxruntime",) if check else ()),
@@ -153,7 +153,7 @@ def open_for_export(path: str | Path) -> Run:
         raise FileFormatError(
             f"{str(p)!r} holds a network of your own (class {spec['model'].get('class')!r}), "
             "which nnfin cannot rebuild; export it from Python: "
-            "nnfin.export(nnfin.load_run(folder, model=YourNet(...)), path)")
+            "nnfin.export(nnfin.load_run(folder, model=YourNet(...)), out)")
     return open_model(p)
 
 
