@@ -165,7 +165,7 @@ def test_from_run_predicts_like_the_run(tmp_path, fast):
 
 SECTIONS = ("model", "optim", "penalty", "train", "early_stopping")
 RENAMED = {("optim", "name"): "optimizer", ("early_stopping", "enabled"): "early_stopping"}
-OVERRIDE_ONLY = {("train", "derivative_weight"), ("train", "compile"), ("train", "distributed"),
+OVERRIDE_ONLY = {("train", "derivative_weight"), ("train", "compile"), ("train", "threads"), ("train", "distributed"),
                  ("train", "tensorboard"), ("train", "tensorboard_every")}
 ESTIMATOR_ONLY = {"validation_fraction", "overrides"}
 # parameters whose default is not the config key's default
@@ -195,6 +195,8 @@ def other_value(key: str, field: Any) -> Any:
         return "cuda:1"
     if key == "progress":
         return True
+    if key == "threads":
+        return 2
     if get_origin(ann) is Literal:
         return next(c for c in get_args(ann) if c != default)
     if ann is bool:
