@@ -25,6 +25,7 @@ _API = {
     "lr_find": ("nnfin.app.lr_find", "lr_find"),
     "predict": ("nnfin.app.predict", "predict"),
     "export": ("nnfin.app.export", "export"),
+    "calibrate": ("nnfin.app.calibrate", "calibrate"),
     "runs": ("nnfin.app.runs_table", "runs"),
     "Config": ("nnfin.config", "Config"),
     "load_config": ("nnfin.config", "load_config"),
@@ -34,10 +35,11 @@ _API = {
     "save": ("nnfin.saving", "save"),
 }
 
-__all__ = ["Config", "Run", "__version__", "cv", "export", "fit", "load", "load_config", "load_run",
-           "lr_find", "predict", "resume", "runs", "save", "tune"]
+__all__ = ["Config", "Run", "__version__", "calibrate", "cv", "export", "fit", "load", "load_config",
+           "load_run", "lr_find", "predict", "resume", "runs", "save", "tune"]
 
 if TYPE_CHECKING:
+    from nnfin.app.calibrate import calibrate
     from nnfin.app.cv import cross_validate as cv
     from nnfin.app.export import export
     from nnfin.app.fit import fit

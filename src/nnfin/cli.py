@@ -26,6 +26,7 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def _register() -> None:
     """Attach the commands; each lives in its own module under ``nnfin.commands``."""
+    from nnfin.commands import calibrate as calibrate_cmd
     from nnfin.commands import data as data_cmd
     from nnfin.commands import explain as explain_cmd
     from nnfin.commands import export as export_cmd
@@ -46,6 +47,7 @@ def _register() -> None:
     app.command("lr-find")(tune_cmd.lr_find)
     app.add_typer(runs_cmd.app, name="runs")
     app.command("predict")(predict_cmd.predict)
+    app.command("calibrate")(calibrate_cmd.calibrate)
     app.command("export")(export_cmd.export)
 
 

@@ -92,10 +92,13 @@ def versions() -> dict[str, str]:
 
 def save_model(folder: str | Path, model: nn.Module, model_cfg: dict[str, Any], *,
                features: list[str], targets: list[str], scaler: Standardizer | None = None,
-               dtype: str = "float32", force: bool = True) -> Path:
+               dtype: str = "float32", force: bool = True,
+               input_ranges: dict[str, tuple[float, float]] | None = None) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``folder``; returns the JSON path.
 
     ``force=False`` refuses a folder that already holds either file (before writing any).
+    ``input_ranges`` (feature -> ``[min, max]`` of the training inputs) is stored as
+    ``"input_ranges"``: the box the network was trained on (``nnfin calibrate`` stays inside it).
     """
     folder = Path(folder)
     weights, path = folder / WEIGHTS, folder / SPEC
@@ -111,6 +114,8 @@ def save_model(folder: str | Path, model: nn.Module, model_cfg: dict[str, Any], 
         "features": features, "targets": targets, "dtype": dtype, "scaled": scaler is not None,
         "weights": WEIGHTS, "sha256": sha256_file(weights), "versions": versions(),
     }
+    if input_ranges is not None:
+        spec["input_ranges"] = {k: [float(lo), float(hi)] for k, (lo, hi) in input_ranges.items()}
     files.write_json(path, spec, force=True)  # pairs with the weights just written
     return path
 

@@ -340,9 +340,12 @@ def write_run(run: Run, trainer: Trainer) -> None:
     write_config(run_dir, cfg, force=True)
     files.write_frame(run_dir / "history.csv", run.history, force=True)
     if run.status != "diverged":
+        x_train = trainer.data.x_train.double()
+        ranges = {f: (float(x_train[:, j].min()), float(x_train[:, j].max()))
+                  for j, f in enumerate(run.features)} if len(x_train) else None
         save_model(run_dir, run.model, user_model_spec(run.model) or cfg.model.model_dump(mode="json"),
                    features=run.features, targets=run.targets, scaler=run.scaler,
-                   dtype=cfg.train.dtype)
+                   dtype=cfg.train.dtype, input_ranges=ranges)
         grads = final_gradients(trainer)
         files.write_with(run_dir / "gradients.safetensors", lambda tmp: save_file(grads, str(tmp)),
                          force=True)

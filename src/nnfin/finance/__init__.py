@@ -5,6 +5,9 @@
 >>> FEATURES["implied-vol"], TARGETS["implied-vol"]
 (['moneyness', 'tau', 'r', 'log_time_value'], ['sigma'])
 
+``calibrate(run, frame)``: the parameters a trained surrogate takes, fitted to quoted surfaces
+(all at once, through the network; :mod:`nnfin.finance.calibration`).
+
 ``greeks(run, frame)``: a trained price surrogate's derivatives with respect to every input
 and its named Greeks (delta, gamma, vega, theta, rho), by autograd in the data's units.
 """
@@ -12,6 +15,7 @@ and its named Greeks (delta, gamma, vega, theta, rho), by autograd in the data's
 from __future__ import annotations
 
 from nnfin.finance.black_scholes import bs_greeks, bs_price, bs_time_value
+from nnfin.finance.calibration import calibrate
 from nnfin.finance.datasets import (
     FEATURES,
     GENERATOR_VERSION,
@@ -29,7 +33,8 @@ from nnfin.finance.surrogate import greeks
 
 __all__ = [
     "FEATURES", "GENERATOR_VERSION", "KINDS", "TARGETS", "bs_greeks", "bs_price",
-    "bs_time_value", "describe_kinds", "generate", "greeks", "heston_cf", "heston_cos_price",
+    "bs_time_value", "calibrate", "describe_kinds", "generate", "greeks", "heston_cf",
+    "heston_cos_price",
     "implied_vol", "implied_vol_brentq", "parse_range_assignment", "read_dataset",
     "resolve_ranges", "write_dataset",
 ]
