@@ -1,4 +1,5 @@
-"""The training recipes in examples/finance: the paper's network, and tiny end-to-end runs."""
+"""The training recipes in examples/finance: the paper's network, the hedging recipe, and tiny
+end-to-end runs."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from nnfin.app import report as report_mod
 from nnfin.config import load_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "examples" / "finance"
-NAMES = ("bs_price", "bs_price_differential", "implied_vol", "heston")
+NAMES = ("bs_price", "bs_price_paper", "bs_price_differential", "implied_vol", "heston")
+PAPER = ("bs_price_paper", "bs_price_differential", "implied_vol", "heston")
 TINY = ["data.n=400", "train.epochs=2", "model.neurons=[16, 16]", "train.batch_size=64",
         "train.progress=false", "train.device=cpu"]
 EXTRA = {"heston": ["data.n=200", "data.options.N=64", "data.options.L=12"]}
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PAPER)
 def test_recipe_is_the_papers_network(name):
     cfg = load_config(RECIPES / f"{name}.toml")
     assert cfg.model.kind == "mlp" and cfg.model.neurons == [400, 400, 400, 400]
@@ -33,8 +35,19 @@ def test_recipe_is_the_papers_network(name):
     assert paper.data.n == 1_000_000 and paper.train.epochs == 3000
 
 
-def test_differential_recipe_trains_on_the_greeks():
-    raw = tomllib.loads((RECIPES / "bs_price_differential.toml").read_text())
+def test_the_black_scholes_recipe_trains_a_smooth_network_on_prices_and_greeks():
+    """bs_price.toml: differential training, a smooth activation (a real gamma), CPU-sized."""
+    cfg = load_config(RECIPES / "bs_price.toml")
+    assert cfg.model.activation in ("silu", "softplus", "gelu", "elu", "tanh", "sigmoid")
+    assert cfg.data.options["greeks"] is True and cfg.train.derivative_weight > 0
+    assert cfg.data.derivatives == {"moneyness": "delta", "tau": "-theta", "r": "rho", "sigma": "vega"}
+    assert cfg.data.options["ranges"] == "wide" and cfg.data.n * cfg.train.epochs <= 30_000_000
+    assert "--set data.n=1000000" in (RECIPES / "bs_price.toml").read_text()
+
+
+@pytest.mark.parametrize("name", ["bs_price", "bs_price_differential"])
+def test_differential_recipe_trains_on_the_greeks(name):
+    raw = tomllib.loads((RECIPES / f"{name}.toml").read_text())
     assert raw["data"]["options"]["greeks"] is True
     assert raw["data"]["derivatives"] == {"moneyness": "delta", "tau": "-theta", "r": "rho",
                                           "sigma": "vega"}
@@ -52,6 +65,7 @@ def test_tiny_recipe_runs_end_to_end_with_its_report(name, tmp_path, cli, monkey
     files = {p.name for p in (out / "report").iterdir()}
     assert {"metrics.csv", "report.json", "error_surface.png"} <= files
     assert ("greeks.png" in files) == name.startswith("bs_price")
+    assert ("hedging.csv" in files) == ("hedging.png" in files) == name.startswith("bs_price")
     assert ("iv_solvers.csv" in files) == (name == "implied_vol")
     table = pd.read_csv(out / "report" / "metrics.csv")
     splits = {"train", "test-wide"} | ({"test-narrow"} if name != "heston" else set())
