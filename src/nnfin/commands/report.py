@@ -69,7 +69,7 @@ def hedging_table(hedging) -> Table:
     for col in ("hedge", "P&L mean", "P&L std", "std / exact", "1% quantile", "99% quantile"):
         table.add_column(col, justify="left" if col == "hedge" else "right", no_wrap=True)
     for row in hedging.to_dict(orient="records"):
-        table.add_row(row["hedge"], f"{row['mean']:.3g}", f"{row['std']:.3g}",
+        table.add_row(row["hedge"], f"{row['mean']:.3g}", f"{row['std']:.4g}",
                       f"{row['std_ratio']:.4f}", f"{row['q01']:.3g}", f"{row['q99']:.3g}")
     return table
 

@@ -115,5 +115,6 @@ def hedging_figure(pnls: dict[str, np.ndarray]) -> Figure:
         axes[0, 1].set_xlabel("P&L difference (units of S0)")
     for a in axes[0]:
         a.grid(True, alpha=0.3)
+        a.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
     fig.tight_layout()
     return fig
