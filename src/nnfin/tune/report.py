@@ -295,11 +295,14 @@ def params_figure(df: pd.DataFrame, params: list[str], metric: str, log_x: set[s
     fig.tight_layout()
     if categories:  # labels that would overlap side by side are turned upright
         renderer = fig.canvas.get_renderer()
+        turned = False
         for ax in categories:
             boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels()]
             if any(a.overlaps(b) for a, b in itertools.pairwise(boxes)):
                 ax.tick_params(axis="x", labelrotation=90)
-        fig.tight_layout()
+                turned = True
+        if turned:
+            fig.tight_layout()
     return fig
 
 
