@@ -165,8 +165,8 @@ def test_from_run_predicts_like_the_run(tmp_path, fast):
 
 SECTIONS = ("model", "optim", "penalty", "train", "early_stopping")
 RENAMED = {("optim", "name"): "optimizer", ("early_stopping", "enabled"): "early_stopping"}
-OVERRIDE_ONLY = {("train", "derivative_weight"), ("train", "compile"), ("train", "threads"), ("train", "distributed"),
-                 ("train", "tensorboard"), ("train", "tensorboard_every")}
+OVERRIDE_ONLY = {("train", "derivative_weight"), ("train", "compile"), ("train", "threads"),
+                 ("train", "distributed"), ("train", "tensorboard"), ("train", "tensorboard_every")}
 ESTIMATOR_ONLY = {"validation_fraction", "overrides"}
 # parameters whose default is not the config key's default
 OWN_DEFAULTS = {"device": "cpu", "seed": None, "progress": False}

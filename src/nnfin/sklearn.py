@@ -181,8 +181,8 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         ``"section.key=value"`` strings (``nnfin fit --set``) for the keys of ``[model]``,
         ``[optim]``, ``[penalty]``, ``[train]`` and ``[early_stopping]`` that have no
         parameter: ``[train] derivative_weight``, ``[train] threads``, ``[train] compile``,
-        ``[train] distributed``, ``[train] tensorboard`` and ``[train] tensorboard_every``. A key that has a parameter is
-        set by it: an override of it is an error.
+        ``[train] distributed``, ``[train] tensorboard`` and ``[train] tensorboard_every``. A
+        key that has a parameter is set by it: an override of it is an error.
 
     Fitted attributes: ``model_`` (a ``torch.nn.Module``), ``scaler_`` (or ``None``),
     ``history_`` (one row per epoch), ``n_iter_`` (epochs run), ``n_features_in_``,
