@@ -46,21 +46,27 @@ def calibrate(
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite FITTED if it exists."),
     polish: bool = typer.Option(False, "--polish", help="Refine each surface with the exact pricer "
                                 "(scipy least_squares from the network's answer)."),
+    method: str = typer.Option(DEFAULTS["method"], "--method",
+                               help="lm (batched Levenberg-Marquardt) | adam-lbfgs (Adam, then "
+                               "L-BFGS with a closure)."),
+    iterations: int = typer.Option(DEFAULTS["iterations"], "--iterations", min=0,
+                                   help="lm: most Levenberg-Marquardt steps."),
     starts: int = typer.Option(DEFAULTS["starts"], "--starts", min=1,
                                help="Starts optimized per surface (the best Latin-hypercube points)."),
     candidates: int = typer.Option(DEFAULTS["candidates"], "--candidates", min=1,
                                    help="Latin-hypercube points scored to choose the starts."),
     adam_steps: int = typer.Option(DEFAULTS["adam_steps"], "--adam-steps", min=0,
-                                   help="Adam steps before L-BFGS."),
+                                   help="adam-lbfgs: Adam steps before L-BFGS."),
     lbfgs_steps: int = typer.Option(DEFAULTS["lbfgs_steps"], "--lbfgs-steps", min=0,
-                                    help="L-BFGS iterations after Adam."),
+                                    help="adam-lbfgs: L-BFGS iterations after Adam."),
     seed: int = typer.Option(DEFAULTS["seed"], "--seed", min=0, help="Seed of the Latin hypercube."),
 ) -> None:
     """Calibrate the parameters a surrogate takes to quoted surfaces (all surfaces at once)."""
     from nnfin.app.calibrate import calibrate as calibrate_app
     from nnfin.app.calibrate import summary
 
-    result = calibrate_app(run_dir, quotes, out=out, force=force, polish=polish, starts=starts,
+    result = calibrate_app(run_dir, quotes, out=out, force=force, polish=polish, method=method,
+                           iterations=iterations, starts=starts,
                            candidates=candidates, adam_steps=adam_steps, lbfgs_steps=lbfgs_steps,
                            seed=seed)
     s = summary(result)
