@@ -11,13 +11,23 @@ printed: on a quiet machine the default threads help only the large network; whe
 processes compete for the cores, OpenMP threads that wait for each other slow every size down.
 ``[train] threads = "auto"`` picks one thread below ``nnfin.device.SMALL_STEP`` multiply-adds
 per forward pass (parameters x batch rows) and above it torch's default less the busy cores.
+
+``--wait-policy`` compares OpenMP's two wait policies in fresh processes (``OMP_WAIT_POLICY`` is
+read when torch loads): ``ACTIVE`` (OpenMP's default: threads spin for the next operation) and
+``PASSIVE`` (they sleep; what ``import nnfin`` sets unless the user chose) on two workloads with
+torch's default threads: 126 Heston COS deltas of 60 options (small operations, as in the
+report's hedging test) and 2 epochs of the 4x400 network with batches of 1024.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
+import time
 
 import torch
 
@@ -39,10 +49,54 @@ def ms_per_step(neurons: list[int], n: int, batch: int, epochs: int, threads: in
     return 1e3 * run.metrics["time_s"] / run.metrics["steps"]
 
 
+def child_wait_policy() -> dict[str, float]:
+    """Seconds of the two workloads in this process (its OMP_WAIT_POLICY)."""
+    import numpy as np
+
+    from nnfin.finance.heston import heston_cos_sensitivities
+
+    m = np.linspace(0.8, 1.2, 60)
+    started = time.perf_counter()
+    for _ in range(126):
+        heston_cos_sensitivities(m, 0.6, 0.05, rho=-0.6, kappa=1.8, vbar=0.15, gamma=0.25, v0=0.15,
+                                 n_terms=256, big_l=12.0)
+    cos = time.perf_counter() - started
+    started = time.perf_counter()
+    nnfin.fit({"data": {"n": 8192, "split": [1.0, 0.0, 0.0]},
+               "model": {"neurons": [400, 400, 400, 400]},
+               "train": {"epochs": 2, "batch_size": 1024, "progress": False, "threads": 2,
+                         "device": "cpu"}}, write=False)
+    return {"cos deltas": cos, "4x400 fit": time.perf_counter() - started}
+
+
+def wait_policies(repeats: int) -> None:
+    times: dict[str, list[dict[str, float]]] = {"ACTIVE": [], "PASSIVE": []}
+    for _ in range(repeats):
+        for policy in times:
+            env = {**os.environ, "OMP_WAIT_POLICY": policy}
+            out = subprocess.run([sys.executable, __file__, "--child-wait-policy"], env=env,
+                                 capture_output=True, text=True, check=True).stdout
+            times[policy].append(json.loads(out.strip().splitlines()[-1]))
+    print(f"OMP_WAIT_POLICY, torch's default threads, fresh processes, median of {repeats} "
+          f"(load average {os.getloadavg()[0]:.1f})")
+    for work in times["ACTIVE"][0]:
+        a = statistics.median(t[work] for t in times["ACTIVE"])
+        p = statistics.median(t[work] for t in times["PASSIVE"])
+        print(f"  {work:<12} ACTIVE {a:7.2f} s   PASSIVE {p:7.2f} s   ACTIVE / PASSIVE {a / p:5.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--wait-policy", action="store_true", help="compare OMP_WAIT_POLICY values")
+    parser.add_argument("--child-wait-policy", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_wait_policy:
+        print(json.dumps(child_wait_policy()))
+        return
+    if args.wait_policy:
+        wait_policies(args.repeats)
+        return
     default = torch.get_num_threads()
     counts = sorted({1, default})
     print(f"torch {torch.__version__}, default {default} thread(s), {os.cpu_count()} CPUs, "

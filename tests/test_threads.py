@@ -81,3 +81,22 @@ def test_bad_thread_count_on_the_command_line(cli, tmp_path):
     res = cli("fit", "--set", "train.threads=0", "-o", str(tmp_path / "r"))
     assert_one_line_error(res, "threads")
     assert not (tmp_path / "r").exists()
+
+
+def _policy(code: str, **env: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_import_nnfin_makes_openmp_threads_sleep_unless_the_user_chose():
+    show = "import os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    assert _policy("import nnfin; " + show) == "PASSIVE"
+    assert _policy("import nnfin; " + show, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
+    # torch already loaded its OpenMP library: too late to choose, so nothing is set
+    assert _policy("import torch, nnfin; " + show) == "None"

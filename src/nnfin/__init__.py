@@ -11,11 +11,20 @@ start-up) does not pay for torch, pandas or optuna until they are needed.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 from typing import TYPE_CHECKING, Any
 
 from nnfin.version import __version__
+
+# OpenMP threads that finish their share of an operation sleep instead of spinning for the
+# next one. With spinning (the default) every small tensor operation on a machine whose cores
+# other processes also use waits for threads that are not running: 4-10x slower on 2 busy
+# cores (benchmarks/threads.py). Read once, when torch loads its OpenMP library: set here only
+# if torch is not loaded yet and the user has not chosen (OMP_WAIT_POLICY=ACTIVE keeps spinning).
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _API = {
     "fit": ("nnfin.app.fit", "fit"),
