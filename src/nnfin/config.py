@@ -262,11 +262,29 @@ class TrainConfig(Section):
             return v
         raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps{did_you_mean(v, DEVICES)}")
 
-    @field_validator("threads")
+    @field_validator("threads", mode="before")
     @classmethod
-    def _threads(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 1 <= v <= 1024:
-            raise ValueError("must be 'auto' or a number of threads from 1 to 1024")
+    def _threads(cls, v: Any) -> Any:
+        """``"auto"`` or a whole number from 1 to 1024 (``2``, ``"2"``, ``2.0``, ``1e3``); every
+        other value is refused with what the key takes."""
+        allowed = "must be 'auto' or a whole number of threads from 1 to 1024"
+        if isinstance(v, bool):
+            raise ValueError("must be a number, not true or false")
+        if isinstance(v, str):
+            if v == "auto":
+                return v
+            try:
+                v = int(v.strip())
+            except ValueError:
+                raise ValueError(f"{allowed}{did_you_mean(v.strip().lower(), ['auto'])}") from None
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise ValueError("must be a finite number")
+            if not v.is_integer():
+                raise ValueError(allowed)
+            v = int(v)
+        if not isinstance(v, int) or not 1 <= v <= 1024:
+            raise ValueError(allowed)
         return v
 
     @model_validator(mode="after")

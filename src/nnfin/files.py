@@ -458,6 +458,33 @@ def _read_holder(fd: int) -> str:
     return "another process"
 
 
+def lock_holder(folder: str | Path) -> str | None:
+    """Who holds the run folder's :class:`RunLock` (``"process 123 on host (nnfin fit)"``), or
+    ``None`` when nobody does. Creates and changes no file; it takes a shared lock for an
+    instant (a writer starting in that instant is refused as busy, as for any lock holder).
+
+    >>> lock_holder("runs/my-run")  # doctest: +SKIP
+    'process 4242 on box (nnfin fit)'
+    """
+    if sys.platform == "win32":  # pragma: no cover - no flock on Windows
+        return None
+    import fcntl
+
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_holder(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing drops a shared lock taken above
+    return None
+
+
 class FileLock:
     """A blocking exclusive lock on ``path`` (created if missing): waits for the holder.
 

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from nnfin import files
-from nnfin.errors import ExportError, FileFormatError, NNFinError
+from nnfin.errors import ExportError, FileFormatError, NNFinError, RunFolderBusy
 from nnfin.io import SPEC, USER_KIND, read_spec
 from nnfin.runs import Run
 from nnfin.version import __version__
@@ -89,6 +89,7 @@ def export(run: str | Path | Run, out: str | Path, *, force: bool = False,
     >>> done.inputs, done.outputs, done.max_rel_error  # doctest: +SKIP
     (['moneyness', 'tau', 'r', 'sigma'], ['price'], 1.9e-07)
     """
+    _check_arguments(run, out, force=force, check=check)
     out = files.check_target(out, force=force, field="--out", suffixes=SUFFIXES)
     fmt = out.suffix.lower().lstrip(".")
     if fmt == "onnx":
@@ -124,6 +125,25 @@ def export(run: str | Path | Run, out: str | Path, *, force: bool = False,
     return result
 
 
+def _check_arguments(run: object, out: object, *, force: object, check: object) -> None:
+    """Refuse, in one line naming the argument, what :func:`export` cannot take: a run that is
+    no path and no :class:`Run` (a bare network has no names and no scaling), an output that is
+    no path, and ``force`` / ``check`` that are not ``True`` or ``False`` (a string such as
+    ``"false"`` would otherwise count as true and replace a file)."""
+    if isinstance(run, nn.Module):
+        raise ExportError(f"run = {type(run).__name__} module: export needs the feature and target "
+                          "names and the data scaling of a run; save the network with its run "
+                          "(nnfin.fit(..., model=net)) and pass nnfin.load_run(folder, model=net)")
+    if not isinstance(run, str | Path | Run):
+        raise ExportError(f"run = {run!r}: give a run folder, a model file (model.json / "
+                          "model.safetensors) or a Run (nnfin.load_run(folder))")
+    if not isinstance(out, str | Path):
+        raise ExportError(f"out = {out!r}: give the output file's path (.onnx or .pt2)")
+    for name, value in (("force", force), ("check", check)):
+        if not isinstance(value, bool):
+            raise ExportError(f"{name} = {value!r} must be True or False")
+
+
 def require(*packages: str, what: str) -> None:
     """Refuse, in one line naming the pip command, when a package is not installed."""
     missing = [p for p in packages if importlib.util.find_spec(p) is None]
@@ -144,6 +164,12 @@ def open_for_export(path: str | Path) -> Run:
         raise FileFormatError(f"{str(p)!r} is not a run folder or an nnfin model file ({SPEC} or "
                               "model.safetensors): export needs the feature and target names and "
                               "the data scaling those hold")
+    folder = p if p.is_dir() else p.parent
+    if (folder / "config.toml").is_file() and not (folder / SPEC).is_file():
+        holder = files.lock_holder(folder)
+        if holder is not None:  # a fit writes the model at its end
+            raise RunFolderBusy(f"run {str(folder)!r} has no saved model yet: it is being trained "
+                                  f"by {holder}; export it once that finishes")
     spec_path = p / SPEC if p.is_dir() else p.with_name(SPEC)
     spec: dict[str, Any] = {}
     if spec_path.is_file():

@@ -192,6 +192,41 @@ def check_price_surrogate(run: Any) -> None:
                           f"target column named 'price')")
 
 
+def _check_numeric(column: pd.Series, name: str, index: Any) -> None:
+    """Refuse, naming the row and the value, a column that is not real numbers: text that is not
+    a number, true/false, complex values."""
+    kind = column.dtype.kind
+    if kind in "iuf":
+        return
+    if kind == "b":
+        raise DataError(f"frame column {name!r} holds true/false values, not numbers "
+                        f"(row {_label(index, 0)!r}: {_plain(column.iloc[0])!r})")
+    if kind == "c":
+        raise DataError(f"frame column {name!r} holds complex values, not real numbers "
+                        f"(row {_label(index, 0)!r}: {_plain(column.iloc[0])!r})")
+    for i, value in enumerate(column.tolist()):
+        if isinstance(value, bool | complex):
+            raise DataError(f"frame column {name!r} is not numeric: row {_label(index, i)!r} "
+                            f"holds {value!r}")
+        if value is None:
+            continue  # missing: refused below as a non-finite value at its row
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"frame column {name!r} is not numeric: row {_label(index, i)!r} "
+                            f"holds {value!r}") from None
+
+
+def _label(index: Any, i: int) -> Any:
+    """The index label of the ``i``-th row, as a plain Python value."""
+    return _plain(index[i])
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value it holds (``np.True_`` -> ``True``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _input_rows(run: Any, frame: Any) -> tuple[np.ndarray, Any]:
     """The run's feature columns of ``frame`` as float64 (n, d) and the frame's index."""
     features = list(run.features)
@@ -201,16 +236,21 @@ def _input_rows(run: Any, frame: Any) -> tuple[np.ndarray, Any]:
             raise DataError(f"frame lacks the feature column {missing[0]!r} the run was trained on "
                             f"(features: {', '.join(features)}; frame has: "
                             f"{', '.join(map(str, frame.columns))})")
+        twice = next((f for f in features if list(frame.columns).count(f) > 1), None)
+        if twice is not None:
+            raise DataError(f"frame has two columns named {twice!r}; give every column its own name")
         index = frame.index
-        try:
-            x = frame[features].to_numpy(dtype=np.float64)
-        except (TypeError, ValueError):
-            bad = next(f for f in features if not pd.api.types.is_numeric_dtype(frame[f]))
-            raise DataError(f"frame column {bad!r} is not numeric") from None
+        for name in features:
+            _check_numeric(frame[name], name, index)
+        x = frame[features].to_numpy(dtype=np.float64)
     else:
+        raw = np.asarray(frame.detach().cpu() if torch.is_tensor(frame) else frame)
+        if raw.dtype.kind in "bc":
+            raise DataError(f"inputs hold {'true/false' if raw.dtype.kind == 'b' else 'complex'} "
+                            "values, not real numbers; give a DataFrame with the columns "
+                            f"{', '.join(features)}")
         try:
-            x = np.asarray(frame.detach().cpu() if torch.is_tensor(frame) else frame,
-                           dtype=np.float64)
+            x = np.asarray(raw, dtype=np.float64)
         except (TypeError, ValueError):
             raise DataError(f"inputs are not numeric; give a DataFrame with the columns "
                             f"{', '.join(features)}") from None
@@ -221,7 +261,7 @@ def _input_rows(run: Any, frame: Any) -> tuple[np.ndarray, Any]:
     bad = np.argwhere(~np.isfinite(x))
     if len(bad):
         row, col = (int(v) for v in bad[0])
-        label = index[row].item() if hasattr(index[row], "item") else index[row]
+        label = _label(index, row)
         raise DataError(f"frame has a non-finite value at row {label!r}, column "
                         f"{features[col]!r} ({x[row, col]}); Greeks need finite inputs")
     return x, index
@@ -250,6 +290,9 @@ def greeks(run: Any, frame: Any, *, cross: bool = False, chunk: int = 65536) -> 
     ...     {"moneyness": [1.0], "tau": [0.5], "r": [0.05], "sigma": [0.2]}))
     >>> g[["delta", "gamma", "vega", "theta", "rho"]]  # doctest: +SKIP
     """
+    if not hasattr(run, "model") or not hasattr(run, "features"):
+        raise ConfigError(f"run = {run!r}: greeks needs a trained run, e.g. "
+                          "nnfin.load_run('runs/bs') or the result of nnfin.fit")
     check_price_surrogate(run)
     features, target = list(run.features), run.targets[0]
     x, index = _input_rows(run, frame)
