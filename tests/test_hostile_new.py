@@ -151,3 +151,59 @@ def test_greeks_refuse_arrays_of_booleans_or_complex_numbers(bs_run, array, what
 def test_greeks_still_take_numbers_given_as_text(bs_run):
     text = OPTIONS.astype(str)
     assert np.allclose(nnfin.finance.greeks(bs_run, text), nnfin.finance.greeks(bs_run, OPTIONS))
+
+
+# ---- nnfin report: hedging options --------------------------------------------------------------
+
+REPORT = ["--n", "200", "--no-train", "--hedge-paths", "20"]
+
+
+@pytest.fixture(scope="module")
+def bs_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hostile") / "bs"
+    nnfin.fit(overrides=[*BS, "run.plots=false"], run_dir=folder)
+    return folder
+
+
+@pytest.mark.parametrize("paths", ["1", "0", "-1"])
+def test_fewer_than_two_hedging_paths_are_one_line(bs_folder, cli, paths):
+    before = (bs_folder / "report" / "metrics.csv").read_bytes()
+    result = cli("report", str(bs_folder), "--n", "200", "--no-train", "--hedge-paths", paths)
+    assert_one_line_error(result, "--hedge-paths", f"'{paths}'", ">= 2")
+    assert "RuntimeWarning" not in result.err
+    assert (bs_folder / "report" / "metrics.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"hedge_paths": 1}, "hedge_paths = 1 must be a whole number >= 2"),
+    ({"hedge_paths": "10"}, "hedge_paths = '10' must be a whole number >= 2"),
+    ({"hedge_paths": True}, "hedge_paths = True must be a whole number >= 2"),
+    ({"hedge_paths": 2.5}, "hedge_paths = 2.5 must be a whole number >= 2"),
+    ({"hedge_seed": -1}, "hedge_seed = -1 must be a whole number >= 0"),
+    ({"hedge_seed": "x"}, "hedge_seed = 'x' must be a whole number >= 0"),
+])
+def test_evaluate_names_a_bad_hedging_argument(bs_run, arguments, message):
+    from nnfin.app.report import evaluate
+
+    with pytest.raises(ConfigError) as info:
+        evaluate(bs_run, n=50, train=False, **{"hedge_paths": 20, **arguments})
+    assert message in str(info.value)
+
+
+def test_the_runs_report_folder_holds_only_this_reports_files(bs_folder, cli, tmp_path):
+    folder = bs_folder / "report"
+    (folder / "notes.txt").write_text("mine")
+    assert cli("report", str(bs_folder), *REPORT).code == 0
+    assert {"hedging.csv", "hedging.png", "greeks.png"} <= {p.name for p in folder.iterdir()}
+    assert cli("report", str(bs_folder), *REPORT, "--no-hedge").code == 0
+    names = {p.name for p in folder.iterdir()}
+    assert "hedging.csv" not in names and "hedging.png" not in names, names
+    assert "greeks.png" in names
+    assert cli("report", str(bs_folder), *REPORT, "--no-plots").code == 0
+    assert {p.name for p in folder.iterdir()} == {"metrics.csv", "hedging.csv", "report.json",
+                                                  "notes.txt"}
+    assert (folder / "notes.txt").read_text() == "mine"
+    mine = tmp_path / "mine"  # a folder of one's own: nothing in it is removed
+    assert cli("report", str(bs_folder), *REPORT, "-o", str(mine)).code == 0
+    assert cli("report", str(bs_folder), *REPORT, "--no-hedge", "-o", str(mine), "--force").code == 0
+    assert (mine / "hedging.csv").exists()

@@ -212,6 +212,26 @@ def check_memory(run: Any, *, n: int | None = None, iv_n: int | None = None,
     return total
 
 
+MIN_HEDGE_PATHS = 2  # a P&L standard deviation needs two paths
+
+
+def check_hedging(paths: object, seed: object, fields: tuple[str, str] = ("hedge_paths", "hedge_seed")
+                  ) -> None:
+    """Refuse, in one line naming the argument, a number of hedging paths that is not a whole
+    number >= :data:`MIN_HEDGE_PATHS` or a seed that is not a whole number >= 0.
+
+    >>> check_hedging(1, 0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    nnfin.errors.ConfigError: hedge_paths = 1 must be a whole number >= 2 (the P&L standard ...
+    """
+    if isinstance(paths, bool) or not isinstance(paths, int | np.integer) or paths < MIN_HEDGE_PATHS:
+        raise ConfigError(f"{fields[0]} = {paths!r} must be a whole number >= {MIN_HEDGE_PATHS} "
+                          "(the P&L standard deviation needs two paths)")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"{fields[1]} = {seed!r} must be a whole number >= 0")
+
+
 def _hedge_values_per_path() -> int:
     """float64 values per simulated path: the spot and variance paths, their normals, and per
     option one step's inputs, Greeks and P&L work."""
@@ -235,6 +255,8 @@ def evaluate(run: Any, trainer: Any = None, *, n: int | None = None, seed: int |
     hedge_paths = HEDGE_PATHS.get(kind, DEFAULTS["hedge_paths"]) if hedge_paths is None \
         else hedge_paths
     hedge_seed = DEFAULTS["hedge_seed"] if hedge_seed is None else hedge_seed
+    if hedge:
+        check_hedging(hedge_paths, hedge_seed)
     check_memory(run, n=n, iv_n=iv_n if iv else 0, hedge_paths=hedge_paths if hedge else 0)
     cutoff = DEFAULTS["mape_cutoff"] if mape_cutoff is None else mape_cutoff
     seed = run.config.data.seed + DEFAULTS["seed_offset"] if seed is None else seed
@@ -430,8 +452,11 @@ def write_report(run: Any, trainer: Any = None, *, out: str | Path | None = None
     ``out`` (default ``<run>/report``; ``plots`` defaults to ``[run] plots``). Keyword
     arguments go to :func:`evaluate`.
 
-    The run's own ``report/`` folder is rewritten; in a folder given as ``out``, existing
-    report files are refused (before the evaluation runs) unless ``force=True``.
+    The run's own ``report/`` folder is rewritten, and holds this report's files only: one an
+    earlier report wrote and this one does not (``hedging.csv`` after ``hedge=False``, the
+    figures after ``plots=False``) is removed. In a folder given as ``out``, existing report
+    files are refused (before the evaluation runs) unless ``force=True``, and no other file is
+    removed.
     """
     from nnfin import files
 
@@ -446,7 +471,13 @@ def write_report(run: Any, trainer: Any = None, *, out: str | Path | None = None
         files.check_target(folder / name, force=force, field=field)
     locked = run.dir is not None and out is None  # the run folder is written: hold its lock
     with files.RunLock(run.dir, "nnfin report") if locked else contextlib.nullcontext():
-        return _write_report(run, trainer, folder, plots, force, field, kwargs)
+        report = _write_report(run, trainer, folder, plots, force, field, kwargs)
+        if out is None:  # nnfin's own folder: no file of an earlier report next to this one's
+            written = {Path(p).name for p in report.files}
+            for name in REPORT_FILES:
+                if name not in written:
+                    files.remove(folder / name)
+        return report
 
 
 def _write_report(run: Any, trainer: Any, folder: Path, plots: bool | None, force: bool,

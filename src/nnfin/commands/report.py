@@ -80,6 +80,13 @@ def _count(text: str) -> int:
     return parse_count(text, minimum=1)
 
 
+def _paths(text: str) -> int:
+    from nnfin.app.report import MIN_HEDGE_PATHS
+    from nnfin.memory import parse_count
+
+    return parse_count(text, minimum=MIN_HEDGE_PATHS)
+
+
 def report(
     run_dir: Path = typer.Argument(..., help="Run folder of a finance fit."),
     n: int = typer.Option(20_000, "--n", "-n", parser=_count, metavar="INTEGER",
@@ -89,7 +96,7 @@ def report(
     iv_n: int = typer.Option(20_000, "--iv-n", parser=_count, metavar="INTEGER",
                              help="Options in the IV solver comparison."),
     no_brentq: bool = typer.Option(False, "--no-brentq", help="Leave the slow brentq solver out."),
-    hedge_paths: int | None = typer.Option(None, "--hedge-paths", parser=_count, metavar="INTEGER",
+    hedge_paths: int | None = typer.Option(None, "--hedge-paths", parser=_paths, metavar="INTEGER",
                                            help="Simulated paths of the hedging test (price runs; "
                                                 "default 2000 Black–Scholes, 500 Heston)."),
     hedge_seed: int = typer.Option(0, "--hedge-seed", min=0, help="Seed of the hedging paths."),
