@@ -249,3 +249,19 @@ def test_the_lock_is_reentrant_in_one_process_and_released(tmp_path):
 
 def test_errors_are_nnfin_errors():
     assert issubclass(WriteError, NNFinError) and issubclass(RunFolderBusy, NNFinError)
+
+
+def test_a_reader_looking_at_the_lock_does_not_turn_a_writer_away(tmp_path):
+    """lock_holder holds a shared lock for an instant; a RunLock taken in that instant waits."""
+    import fcntl
+    import threading
+
+    files.RunLock(tmp_path, "nnfin fit").acquire().release()  # the lock file exists
+    fd = os.open(tmp_path / files.LOCK_NAME, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # what lock_holder does, held longer
+    timer = threading.Timer(0.05, os.close, [fd])
+    timer.start()
+    lock = files.RunLock(tmp_path, "nnfin fit").acquire()
+    timer.join()
+    lock.release()
+    assert files.lock_holder(tmp_path) is None

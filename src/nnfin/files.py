@@ -40,6 +40,7 @@ import re
 import secrets
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -400,7 +401,7 @@ class RunLock:
         except OSError as exc:
             raise os_error(exc, path, field="run folder lock", doing="create") from None
         try:
-            _lock(fd)
+            _lock_soon(fd)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
@@ -448,6 +449,18 @@ def _lock(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+def _lock_soon(fd: int, tries: int = 10, pause: float = 0.02) -> None:
+    """:func:`_lock`, tried a few times over ~0.2 s: a reader that only looks who holds the lock
+    (:func:`lock_holder`) holds it for an instant, and must not turn a writer away."""
+    for attempt in range(tries):
+        try:
+            return _lock(fd)
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(pause)
+
+
 def _read_holder(fd: int) -> str:
     try:
         text = os.pread(fd, 512, 0).decode("utf-8", "replace").split()
@@ -461,7 +474,8 @@ def _read_holder(fd: int) -> str:
 def lock_holder(folder: str | Path) -> str | None:
     """Who holds the run folder's :class:`RunLock` (``"process 123 on host (nnfin fit)"``), or
     ``None`` when nobody does. Creates and changes no file; it takes a shared lock for an
-    instant (a writer starting in that instant is refused as busy, as for any lock holder).
+    instant (a writer starting in that instant waits for it: :meth:`RunLock.acquire` tries again
+    for ~0.2 s before it calls a folder busy).
 
     >>> lock_holder("runs/my-run")  # doctest: +SKIP
     'process 4242 on box (nnfin fit)'
