@@ -136,3 +136,14 @@ def test_nnfin_predict_is_a_library_function(tmp_path, fast):
     with pytest.raises(WriteError, match="already exists"):
         nnfin.predict(run.dir, frame, out=out)
     nnfin.predict(run.dir, frame, out=out, force=True)
+
+
+def test_predict_refuses_an_empty_frame_in_one_line():
+    import pandas as pd
+
+    import nnfin
+    from nnfin.errors import DataError
+
+    run = nnfin.fit({"train": {"epochs": 1, "progress": False}, "data": {"n": 60}}, write=False)
+    with pytest.raises(DataError, match="holds no rows"):
+        nnfin.predict(run, pd.DataFrame({"x": []}))

@@ -183,6 +183,8 @@ def check_columns(frame: pd.DataFrame, features: list[str], source: str) -> None
 
 def predict_frame(run: Run, frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """``frame`` with one ``<target>_pred`` column per target appended (data units)."""
+    if len(frame) == 0:
+        raise DataError(f"input {source!r} holds no rows")
     check_columns(frame, run.features, source)
     if not run.targets:  # a whole pickled model: name its outputs y or y1, y2, ...
         width = model_width(run.model, "out") or 1
