@@ -144,6 +144,6 @@ def test_predict_refuses_an_empty_frame_in_one_line():
     import nnfin
     from nnfin.errors import DataError
 
-    run = nnfin.fit({"train": {"epochs": 1, "progress": False}, "data": {"n": 60}}, write=False)
+    run = nnfin.fit({"train": {"epochs": 1, "progress": False}, "data": {"n": 200}}, write=False)
     with pytest.raises(DataError, match="holds no rows"):
         nnfin.predict(run, pd.DataFrame({"x": []}))
