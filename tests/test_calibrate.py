@@ -257,3 +257,14 @@ def test_a_surrogate_trained_on_a_file_calibrates_inside_its_stored_input_ranges
     result = cli("calibrate", str(run.dir), str(tmp_path / "q.csv"), "-o", str(tmp_path / "f.csv"),
                  "--polish")
     assert_one_line_error(result, "--polish needs the exact pricer", "'file'")
+
+
+def test_in_memory_quotes_with_a_repeated_column_or_no_rows_are_refused(bs_run):
+    from nnfin.errors import DataError
+
+    twice = quotes_frame()
+    twice.columns = ["surface", "moneyness", "tau", "tau", "price"]
+    with pytest.raises(DataError, match="two columns named 'tau'"):
+        nnfin.finance.calibrate(bs_run, twice)
+    with pytest.raises(DataError, match="no rows"):
+        nnfin.finance.calibrate(bs_run, quotes_frame().iloc[:0])
