@@ -50,7 +50,8 @@ def stored_ranges(run: Run) -> dict[str, tuple[float, float]] | None:
 def calibrate(run: str | Path | Run, quotes: str | Path | pd.DataFrame, *,
               out: str | Path | None = None, force: bool = False, polish: bool = False,
               method: str = DEFAULTS["method"], iterations: int = DEFAULTS["iterations"],
-              candidates: int = DEFAULTS["candidates"], starts: int = DEFAULTS["starts"],
+              coarse: int = DEFAULTS["coarse"], candidates: int = DEFAULTS["candidates"],
+              starts: int = DEFAULTS["starts"],
               adam_steps: int = DEFAULTS["adam_steps"], adam_lr: float = DEFAULTS["adam_lr"],
               lbfgs_steps: int = DEFAULTS["lbfgs_steps"], seed: int = DEFAULTS["seed"],
               polish_evaluations: int = 100) -> Calibration:
@@ -72,7 +73,7 @@ def calibrate(run: str | Path | Run, quotes: str | Path | pd.DataFrame, *,
     frame = quotes if isinstance(quotes, pd.DataFrame) else read_frame(quotes, field="QUOTES")
     ranges = training_ranges(opened, stored_ranges(opened))
     result = calibrate_frame(opened, frame, polish=polish, ranges=ranges, method=method,
-                             iterations=iterations, candidates=candidates,
+                             iterations=iterations, coarse=coarse, candidates=candidates,
                              starts=starts, adam_steps=adam_steps, adam_lr=adam_lr,
                              lbfgs_steps=lbfgs_steps, seed=seed,
                              polish_evaluations=polish_evaluations)

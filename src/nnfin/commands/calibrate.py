@@ -20,7 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from nnfin.finance.calibration import DEFAULTS
+from nnfin.finance.calibration_options import DEFAULTS
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -50,7 +50,9 @@ def calibrate(
                                help="lm (batched Levenberg-Marquardt) | adam-lbfgs (Adam, then "
                                "L-BFGS with a closure)."),
     iterations: int = typer.Option(DEFAULTS["iterations"], "--iterations", min=0,
-                                   help="lm: most Levenberg-Marquardt steps."),
+                                   help="lm: most Levenberg-Marquardt steps on all quotes."),
+    coarse: int = typer.Option(DEFAULTS["coarse"], "--coarse", min=0,
+                               help="lm: steps on up to 12 quotes per surface first (0: none)."),
     starts: int = typer.Option(DEFAULTS["starts"], "--starts", min=1,
                                help="Starts optimized per surface (the best Latin-hypercube points)."),
     candidates: int = typer.Option(DEFAULTS["candidates"], "--candidates", min=1,
@@ -66,7 +68,7 @@ def calibrate(
     from nnfin.app.calibrate import summary
 
     result = calibrate_app(run_dir, quotes, out=out, force=force, polish=polish, method=method,
-                           iterations=iterations, starts=starts,
+                           iterations=iterations, coarse=coarse, starts=starts,
                            candidates=candidates, adam_steps=adam_steps, lbfgs_steps=lbfgs_steps,
                            seed=seed)
     s = summary(result)

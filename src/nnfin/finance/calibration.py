@@ -16,10 +16,12 @@ so all surfaces are calibrated together as **one** batched problem:
 * **Optimizers.** ``method="lm"`` (the default): Levenberg–Marquardt, batched. A quote's price
   depends on its own surface's parameters only, so one backward pass through the network gives
   every surface's Jacobian; each surface then takes its own damped Gauss–Newton step (a 5 x 5
-  solve for Heston) with its own damping, and converged surfaces leave the batch. It needs
-  10-20 passes where ``method="adam-lbfgs"`` needs ~200: Adam on the sum of the per-surface
-  mean squared errors (the surfaces share no parameter, so the gradient of the sum is each
-  surface's own gradient), then L-BFGS with a closure and a strong-Wolfe line search.
+  solve for Heston) with its own damping, and converged surfaces leave the batch. A coarse
+  stage on at most :data:`COARSE_QUOTES` quotes per surface goes most of the way cheaply; after
+  :data:`PRUNE_AFTER` steps each surface keeps its best start only. It needs 10-25 passes where
+  ``method="adam-lbfgs"`` needs ~200: Adam on the sum of the per-surface mean squared errors
+  (the surfaces share no parameter, so the gradient of the sum is each surface's own
+  gradient), then L-BFGS with a closure and a strong-Wolfe line search.
 
 :func:`polish` refines each surface with an exact pricer by ``scipy.optimize.least_squares``
 (trust-region reflective, inside the same bounds), starting from the batched answer.
@@ -52,15 +54,12 @@ import pandas as pd
 import torch
 
 from nnfin.errors import ConfigError, DataError, did_you_mean
+from nnfin.finance.calibration_options import DEFAULTS, METHODS
 
 PriceFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``f(market, params) -> prices``: ``market`` (n, k) and ``params`` (n, p) row by row, ``(n,)`` out,
 differentiable in ``params``."""
 
-# the defaults of calibrate_surfaces (the CLI's and nnfin.finance.calibrate's)
-DEFAULTS = {"method": "lm", "candidates": 32, "starts": 2, "iterations": 10, "coarse": 12, "adam_steps": 150,
-            "adam_lr": 0.05, "lbfgs_steps": 60, "history_size": 20, "seed": 0, "threads": 1}
-METHODS = ("lm", "adam-lbfgs")
 # |z| at most this: sigmoid(-20) = 2e-9, so a parameter never sits exactly on a bound (where its
 # gradient vanishes and a pricer may refuse it, e.g. a variance of 0)
 Z_MAX = 20.0
@@ -174,8 +173,9 @@ def calibrate_surfaces(
 
     * ``"lm"`` - Levenberg–Marquardt, batched: every problem's Jacobian from one backward pass
       through ``price_fn`` (each quote depends on its own surface's parameters only), a
-      ``p x p`` damped Gauss–Newton solve per problem, its own damping, at most ``iterations``
-      steps, converged problems leave the batch;
+      ``p x p`` damped Gauss–Newton solve per problem, its own damping; ``coarse`` steps on at
+      most :data:`COARSE_QUOTES` quotes per surface first, then at most ``iterations`` on all
+      of them; converged problems leave the batch;
     * ``"adam-lbfgs"`` - ``adam_steps`` of Adam at ``adam_lr`` in the free variables on the sum of
       the problems' errors, then up to ``lbfgs_steps`` L-BFGS iterations with a closure.
 
