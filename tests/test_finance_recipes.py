@@ -75,6 +75,7 @@ def test_differential_recipe_trains_on_the_greeks(name):
 def test_tiny_recipe_runs_end_to_end_with_its_report(name, tmp_path, cli, monkeypatch):
     monkeypatch.setitem(report_mod.DEFAULTS, "n", 400)
     monkeypatch.setitem(report_mod.DEFAULTS, "iv_n", 200)
+    monkeypatch.setitem(report_mod.HEDGE_PATHS, "heston", 40)
     sets = [arg for o in [*TINY, *EXTRA.get(name, [])] for arg in ("--set", o)]
     out = tmp_path / name
     result = cli("fit", str(RECIPES / f"{name}.toml"), *sets, "-o", str(out), "-q")
@@ -82,7 +83,8 @@ def test_tiny_recipe_runs_end_to_end_with_its_report(name, tmp_path, cli, monkey
     files = {p.name for p in (out / "report").iterdir()}
     assert {"metrics.csv", "report.json", "error_surface.png"} <= files
     assert ("greeks.png" in files) == name.startswith("bs_price")
-    assert ("hedging.csv" in files) == ("hedging.png" in files) == name.startswith("bs_price")
+    hedged = name.startswith("bs_price") or name == "heston"
+    assert ("hedging.csv" in files) == ("hedging.png" in files) == hedged
     assert ("iv_solvers.csv" in files) == (name == "implied_vol")
     table = pd.read_csv(out / "report" / "metrics.csv")
     splits = {"train", "test-wide"} | ({"test-narrow"} if name != "heston" else set())
