@@ -147,10 +147,11 @@ def repriced_rmse(fitted: pd.DataFrame, quotes: pd.DataFrame, truth: pd.DataFram
 
 
 def identifiability(quotes: pd.DataFrame, truth: pd.DataFrame, ranges: dict[str, tuple[float, float]],
-                    noise: float = 1e-4) -> pd.DataFrame:
+                    noise: float = 1e-4) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per surface and parameter: the standard error under a price noise of ``noise`` per quote
-    (from the exact COS Jacobian at the true parameters), as a fraction of the range width."""
-    rows = []
+    (from the exact COS Jacobian at the true parameters), as a fraction of the range width; and
+    the median correlation of the parameters' errors (which move together)."""
+    rows, corrs = [], []
     width = np.array([ranges[p][1] - ranges[p][0] for p in PARAMS])
     for s, q in quotes.groupby("surface", sort=True):
         t = truth.loc[s]
@@ -159,8 +160,10 @@ def identifiability(quotes: pd.DataFrame, truth: pd.DataFrame, ranges: dict[str,
                                         q["r"].to_numpy(), **{p: np.full(n, t[p]) for p in PARAMS})
         jac = np.column_stack([d[p].numpy() for p in PARAMS])
         cov = np.linalg.pinv(jac.T @ jac) * noise**2
-        rows.append(dict(zip(PARAMS, np.sqrt(np.diag(cov)) / width, strict=True)))
-    return pd.DataFrame(rows)
+        sd = np.sqrt(np.diag(cov))
+        rows.append(dict(zip(PARAMS, sd / width, strict=True)))
+        corrs.append(cov / np.outer(sd, sd))
+    return pd.DataFrame(rows), pd.DataFrame(np.median(corrs, axis=0), index=PARAMS, columns=PARAMS)
 
 
 def param_errors(fitted: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
@@ -211,7 +214,7 @@ def main() -> None:
           "quantlib": repriced_rmse(ql_fit, quotes, truth)}
     errs = {"network": param_errors(net_fit, truth), "polished": param_errors(pol_fit, truth),
             "quantlib": param_errors(ql_fit, truth)}
-    ident = identifiability(quotes, truth, ranges)
+    ident, corr = identifiability(quotes, truth, ranges)
     polish_time = float(pol_fit["time_s"].sum())
     rows = [("nnfin network", t_net, rm["network"], errs["network"]),
             ("nnfin network + polish", t_net + polish_time, rm["polished"], errs["polished"]),
@@ -242,12 +245,17 @@ def main() -> None:
     weak = [k for k in PARAMS if med[k] > 0.05]
     print("not identifiable from these quotes (standard error > 5% of the range): "
           + (", ".join(weak) if weak else "none"))
+    pairs = [(a, b, corr.loc[a, b]) for i, a in enumerate(PARAMS) for b in PARAMS[i + 1:]
+             if abs(corr.loc[a, b]) >= 0.8]
+    print("parameters whose errors move together (median correlation, |c| >= 0.8): "
+          + (", ".join(f"{a}-{b} {c:+.2f}" for a, b, c in pairs) if pairs else "none"))
     if args.json:
         out: dict[str, Any] = {
             "surfaces": args.surfaces, "time_network_s": t_net, "time_polish_s": polish_time,
             "time_quantlib_s": t_ql, "speedup": t_ql / t_net,
             "rmse": {k: {"median": float(np.median(v)), "max": float(v.max())} for k, v in rm.items()},
-            "param_errors": errs, "identifiability": {k: float(med[k]) for k in PARAMS}}
+            "param_errors": errs, "identifiability": {k: float(med[k]) for k in PARAMS},
+            "correlation": corr.to_dict()}
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 

@@ -26,15 +26,17 @@ console = Console(highlight=False, soft_wrap=True)
 
 
 def fitted_table(fitted, parameters: list[str], *, limit: int = 10) -> Table:
-    """The first ``limit`` surfaces: parameters and RMSE (and the network's RMSE when polished)."""
+    """The first ``limit`` surfaces: parameters and RMSE (and, polished, the RMSE of the exact
+    pricer at the network's parameters)."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    cols = ["surface", *parameters, "rmse"]
-    if "network_rmse" in fitted:
-        cols += ["network_rmse", "network_rmse_exact"]
-    for c in cols:
-        table.add_column(c, justify="left" if c == "surface" else "right", no_wrap=True)
+    cols = [("surface", "surface"), *((p, p) for p in parameters), ("rmse", "rmse")]
+    if "network_rmse_exact" in fitted:
+        cols.append(("network's", "network_rmse_exact"))
+    for label, _ in cols:
+        table.add_column(label, justify="left" if label == "surface" else "right", no_wrap=True)
     for row in fitted.head(limit).to_dict(orient="records"):
-        table.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols))
+        table.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])
+                        for _, c in cols))
     return table
 
 
@@ -82,6 +84,9 @@ def calibrate(
                       f"{s['rmse_median']:.3g}, max {s['rmse_max']:.3g}; the exact pricer at the "
                       f"network's parameters: RMSE median {s['network_rmse_exact_median']:.3g}")
     console.print(fitted_table(result.fitted, result.parameters))
+    if result.polish_time_s is not None:
+        console.print("network's: RMSE of the exact pricer at the network's parameters; the "
+                      "network's own columns are network_* in FITTED")
     if len(result.fitted) > 10:
         console.print(f"... {len(result.fitted) - 10} more surface(s) in {out}")
     console.print(f"wrote {len(result.fitted)} rows to {out}")
