@@ -268,3 +268,88 @@ def test_in_memory_quotes_with_a_repeated_column_or_no_rows_are_refused(bs_run):
         nnfin.finance.calibrate(bs_run, twice)
     with pytest.raises(DataError, match="no rows"):
         nnfin.finance.calibrate(bs_run, quotes_frame().iloc[:0])
+
+
+# ------------------------------------------------------------------------------ Heston
+
+
+def heston_stub(**options):
+    """A duck-typed run of the heston kind: what the exact pricer needs (config, features)."""
+    from types import SimpleNamespace
+
+    from nnfin.finance.datasets import FEATURES
+
+    data = SimpleNamespace(kind="heston", options={"N": 256, "L": 12, **options})
+    return SimpleNamespace(config=SimpleNamespace(data=data), features=FEATURES["heston"],
+                           targets=["price"], dir=None)
+
+
+HESTON_TRUE = np.array([[-0.7, 1.2, 0.09, 0.4, 0.16], [-0.3, 0.6, 0.2, 0.25, 0.08]])
+HESTON_BOUNDS = [(-0.95, 0.0), (0.0, 2.0), (0.0, 0.5), (0.0, 0.5), (0.05, 0.5)]
+
+
+def heston_quotes(n_terms: int = 256, big_l: float = 12.0):
+    from nnfin.finance.heston import heston_cos_price
+
+    grid = [(1 / k, tau) for tau in (0.25, 0.5, 1.0, 1.25) for k in (0.8, 0.9, 1.0, 1.1, 1.2)]
+    x = np.array([(m, tau, 0.03) for _ in HESTON_TRUE for m, tau in grid])
+    idx = np.repeat(np.arange(len(HESTON_TRUE)), len(grid))
+    p = HESTON_TRUE[idx]
+    y = heston_cos_price(x[:, 0], x[:, 1], x[:, 2], rho=p[:, 0], kappa=p[:, 1], vbar=p[:, 2],
+                         gamma=p[:, 3], v0=p[:, 4], n_terms=n_terms, big_l=big_l).numpy()
+    return x, y, idx
+
+
+def test_batched_heston_calibration_through_the_exact_cos_price_recovers_the_parameters():
+    from nnfin.finance.heston import _cos_put
+
+    def cos_f(x, p):  # differentiable COS call prices (the pricer's own sum, without detaching)
+        put = _cos_put(x[:, 0], x[:, 1], x[:, 2], *p.T, n_terms=256, big_l=12.0)
+        return put + x[:, 0] - torch.exp(-x[:, 1] * x[:, 2])
+
+    x, y, idx = heston_quotes()
+    fit = calibrate_surfaces(cos_f, x, y, idx, HESTON_BOUNDS, iterations=40)
+    assert fit.rmse.max() < 1e-7
+    assert np.allclose(fit.params, HESTON_TRUE, atol=2e-3)  # rho and gamma: the weakest two
+
+
+def test_polish_with_the_exact_heston_pricer_of_a_run():
+    from nnfin.finance.calibration import exact_price_function
+
+    x, y, idx = heston_quotes()
+    exact = exact_price_function(heston_stub(), ["moneyness", "tau", "r"],
+                                 ["rho", "kappa", "vbar", "gamma", "v0"])
+    rough = HESTON_TRUE * np.array([0.9, 1.1, 1.05, 0.9, 1.02])
+    fine = polish(exact, x, y, idx, rough, HESTON_BOUNDS)
+    assert fine.rmse.max() < 1e-10 and fine.rmse_start.min() > 1e-4
+    assert np.allclose(fine.params, HESTON_TRUE, atol=1e-6)
+
+
+# ------------------------------------------------------------ an implied-vol surrogate
+
+
+def test_an_implied_vol_surrogate_calibrates_its_smile_parameters(tmp_path, cli):
+    """A network of iv = level + curve * log(moneyness)^2 (parameters level, curve) trained on
+    a file; quotes of iv recover the parameters, and an iv <= 0 is refused."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    frame = pd.DataFrame({"moneyness": rng.uniform(0.8, 1.2, n), "tau": rng.uniform(0.2, 1.0, n),
+                          "level": rng.uniform(0.1, 0.4, n), "curve": rng.uniform(0.0, 2.0, n)})
+    frame["iv"] = frame["level"] + frame["curve"] * np.log(frame["moneyness"]) ** 2
+    frame.to_csv(tmp_path / "smile.csv", index=False)
+    run = nnfin.fit(overrides=["data.kind=file", f"data.path={tmp_path / 'smile.csv'}",
+                               "data.target=iv", "model.neurons=[32, 32]", "model.activation=silu",
+                               "optim.lr=0.01", "optim.schedule=cosine", "train.epochs=60",
+                               "train.batch_size=128", "train.progress=false", "run.plots=false",
+                               f"run.dir={tmp_path / 'run'}"])
+    m = np.tile([0.85, 0.95, 1.0, 1.05, 1.15], 2)
+    quotes = pd.DataFrame({"surface": ["x"] * 5 + ["y"] * 5, "moneyness": m, "tau": 0.5,
+                           "iv": np.r_[0.2 + 1.5 * np.log(m[:5]) ** 2, 0.3 + 0.5 * np.log(m[5:]) ** 2]})
+    cal = nnfin.calibrate(run.dir, quotes)
+    assert cal.parameters == ["level", "curve"] and cal.target == "iv"
+    assert np.allclose(cal.fitted["level"], [0.2, 0.3], atol=0.01)
+    assert cal.fitted["rmse"].max() < 0.01
+    quotes.loc[3, "iv"] = -0.1
+    quotes.to_csv(tmp_path / "q.csv", index=False)
+    result = cli("calibrate", str(run.dir), str(tmp_path / "q.csv"), "-o", str(tmp_path / "f.csv"))
+    assert_one_line_error(result, "row 3", "'iv'", "not a volatility")
