@@ -832,7 +832,7 @@ def calibrate(run: object, frame: pd.DataFrame, *, polish: bool = False,
     cal = Calibration(pd.DataFrame(), q.parameters, q.market_names, run.targets[0],  # type: ignore[attr-defined]
                       {p: (float(lo), float(hi)) for p, (lo, hi) in zip(q.parameters, bounds, strict=True)},
                       batch.time_s,
-                      settings={"method": method, "iterations": iterations,
+                      settings={"method": method, "iterations": iterations, "coarse": coarse,
                                 "candidates": candidates, "starts": starts, "adam_steps": adam_steps,
                                 "adam_lr": adam_lr, "lbfgs_steps": lbfgs_steps, "seed": seed,
                                 "polish": polish})
