@@ -89,7 +89,7 @@ def test_csv_output_says_it_has_no_metadata(capsys, tmp_path):
      ["given twice"]),
     (["black-scholes", "--n", "5", "--sampler", "sobol"], ["sampler = 'sobol'"]),
     (["black-scholes", "--n", "5", "--option", "straddle"], ["option = 'straddle'"]),
-    (["heston", "--n", "5", "--greeks"], ["greeks"]),
+    (["implied-vol", "--n", "5", "--greeks"], ["greeks", "implied-vol"]),
     (["black-scholes", "--n", "5", "--cos-n", "64"], ["--cos-n 64", "heston"]),
     (["heston", "--n", "5", "--cos-n", "1"], ["N = 1"]),
     (["black-scholes", "--n", "5", "--out", "x.txt"], ["'.txt'", ".parquet"]),

@@ -31,7 +31,12 @@ _NAMES = {
     "greeks": "surrogate",
 }
 
-__all__ = sorted(_NAMES)
+__all__ = [
+    "FEATURES", "GENERATOR_VERSION", "KINDS", "TARGETS", "bs_greeks", "bs_price",
+    "bs_time_value", "calibrate", "describe_kinds", "generate", "greeks", "heston_cf",
+    "heston_cos_price", "implied_vol", "implied_vol_brentq", "parse_range_assignment",
+    "read_dataset", "resolve_ranges", "write_dataset",
+]
 
 if TYPE_CHECKING:
     from nnfin.finance.black_scholes import bs_greeks, bs_price, bs_time_value
