@@ -353,3 +353,28 @@ def test_an_implied_vol_surrogate_calibrates_its_smile_parameters(tmp_path, cli)
     quotes.to_csv(tmp_path / "q.csv", index=False)
     result = cli("calibrate", str(run.dir), str(tmp_path / "q.csv"), "-o", str(tmp_path / "f.csv"))
     assert_one_line_error(result, "row 3", "'iv'", "not a volatility")
+
+
+def test_quote_values_true_false_and_nan_are_named_plainly():
+    import pandas as pd
+
+    from nnfin.errors import DataError
+    from nnfin.finance.calibration import _numeric_column
+
+    rows = pd.RangeIndex(3)
+    with pytest.raises(DataError, match=r"row 1, column 'price': True is true/false"):
+        _numeric_column(pd.DataFrame({"price": [0.1, True, 0.2]}, dtype=object), "price", rows)
+    with pytest.raises(DataError, match=r"row 2, column 'price': missing or non-finite value \(nan\)"):
+        _numeric_column(pd.DataFrame({"price": [0.1, 0.3, float("nan")]}), "price", rows)
+
+
+def test_an_implied_vol_solver_network_is_refused_for_what_it_is():
+    from types import SimpleNamespace
+
+    from nnfin.errors import ConfigError
+    from nnfin.finance.calibration import check_surrogate
+
+    run = SimpleNamespace(targets=["sigma"], features=["moneyness", "tau", "r", "log_time_value"],
+                          config=SimpleNamespace(data=SimpleNamespace(kind="implied-vol")), dir=None)
+    with pytest.raises(ConfigError, match="implied-vol solver network .* inverse map"):
+        check_surrogate(run)

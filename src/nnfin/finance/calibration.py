@@ -556,6 +556,10 @@ def check_surrogate(run: object) -> str:
     if len(targets) != 1:
         raise ConfigError(f"{_where(run)} predicts {len(targets)} targets {targets!r}; calibrate needs "
                           "a price or implied-vol surrogate with one output ('price' or 'iv')")
+    if targets[0] not in TARGETS and str(run_kind(run) or "").startswith("implied-vol"):
+        raise ConfigError(f"{_where(run)} is an implied-vol solver network (option price -> "
+                          f"{targets[0]!r}, the inverse map); calibrate needs a surrogate that "
+                          "maps model parameters to the quoted value (target 'price' or 'iv')")
     if targets[0] not in TARGETS:
         raise ConfigError(f"{_where(run)} predicts {targets[0]!r}, not an option price or implied vol: "
                           "calibrate needs a price or implied-vol surrogate (target 'price' or 'iv')")
@@ -585,6 +589,11 @@ def training_ranges(run: object, stored: dict[str, tuple[float, float]] | None =
 
 
 def _numeric_column(frame: pd.DataFrame, name: str, rows: pd.Index) -> np.ndarray:
+    flags = frame[name].map(lambda v: isinstance(v, (bool, np.bool_)))
+    if flags.any():
+        i = int(np.flatnonzero(flags.to_numpy())[0])
+        raise DataError(f"QUOTES row {rows[i]}, column {name!r}: {frame[name].iloc[i]!r} is true/false, "
+                        "not a number")
     values = pd.to_numeric(frame[name], errors="coerce")
     bad = values.isna() & frame[name].notna()
     if bad.any():
@@ -596,7 +605,7 @@ def _numeric_column(frame: pd.DataFrame, name: str, rows: pd.Index) -> np.ndarra
     if not finite.all():
         i = int(np.flatnonzero(~finite)[0])
         raise DataError(f"QUOTES row {rows[i]}, column {name!r}: missing or non-finite value "
-                        f"({arr[i]!r})")
+                        f"({float(arr[i])})")
     return arr
 
 
