@@ -376,5 +376,5 @@ def test_an_implied_vol_solver_network_is_refused_for_what_it_is():
 
     run = SimpleNamespace(targets=["sigma"], features=["moneyness", "tau", "r", "log_time_value"],
                           config=SimpleNamespace(data=SimpleNamespace(kind="implied-vol")), dir=None)
-    with pytest.raises(ConfigError, match="implied-vol solver network .* inverse map"):
+    with pytest.raises(ConfigError, match=r"implied-vol solver network .* inverse map"):
         check_surrogate(run)
