@@ -227,7 +227,7 @@ def test_runs_that_are_not_price_surrogates_are_refused(cli, tmp_path):
     quotes = tmp_path / "q.csv"
     quotes_frame().to_csv(quotes, index=False)
     result = cli("calibrate", str(iv.dir), str(quotes), "-o", str(tmp_path / "f.csv"))
-    assert_one_line_error(result, "predicts 'sigma'", "not an option price or implied vol")
+    assert_one_line_error(result, "predicts 'sigma'", "implied-vol solver network", "'price' or 'iv'")
     missing = cli("calibrate", str(tmp_path / "nope"), str(quotes), "-o", str(tmp_path / "f.csv"))
     assert_one_line_error(missing, "nope")
 
@@ -376,5 +376,5 @@ def test_an_implied_vol_solver_network_is_refused_for_what_it_is():
 
     run = SimpleNamespace(targets=["sigma"], features=["moneyness", "tau", "r", "log_time_value"],
                           config=SimpleNamespace(data=SimpleNamespace(kind="implied-vol")), dir=None)
-    with pytest.raises(ConfigError, match=r"implied-vol solver network .* inverse map"):
+    with pytest.raises(ConfigError, match=r"predicts 'sigma' .* solver network \(the inverse map\)"):
         check_surrogate(run)

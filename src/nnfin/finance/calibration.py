@@ -557,9 +557,10 @@ def check_surrogate(run: object) -> str:
         raise ConfigError(f"{_where(run)} predicts {len(targets)} targets {targets!r}; calibrate needs "
                           "a price or implied-vol surrogate with one output ('price' or 'iv')")
     if targets[0] not in TARGETS and str(run_kind(run) or "").startswith("implied-vol"):
-        raise ConfigError(f"{_where(run)} is an implied-vol solver network (option price -> "
-                          f"{targets[0]!r}, the inverse map); calibrate needs a surrogate that "
-                          "maps model parameters to the quoted value (target 'price' or 'iv')")
+        raise ConfigError(f"{_where(run)} predicts {targets[0]!r} from an option's price: an "
+                          "implied-vol solver network (the inverse map); calibrate needs a "
+                          "surrogate that maps model parameters to the quoted value (target "
+                          "'price' or 'iv')")
     if targets[0] not in TARGETS:
         raise ConfigError(f"{_where(run)} predicts {targets[0]!r}, not an option price or implied vol: "
                           "calibrate needs a price or implied-vol surrogate (target 'price' or 'iv')")
