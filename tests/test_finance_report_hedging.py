@@ -17,26 +17,12 @@ from nnfin.app import report as report_mod
 from nnfin.app.report import HEDGE, evaluate
 from nnfin.config import load_config
 from nnfin.data.scaling import Standardizer
-from nnfin.finance.black_scholes import bs_price
 from nnfin.runs import Run
+from test_finance_report import ExactBlackScholes
 
 BS = ["data.kind=black-scholes", "data.n=400", "train.epochs=3", "train.batch_size=64",
       "train.progress=false", "train.device=cpu", "model.neurons=[8]", "model.activation=tanh"]
 FEATURES = ["moneyness", "tau", "r", "sigma"]
-
-
-class ExactBlackScholes(nn.Module):
-    """The Black–Scholes formula behind a scaler: a 'network' whose delta is exact."""
-
-    def __init__(self, scaler: Standardizer) -> None:
-        super().__init__()
-        self.scaler = scaler
-        self.dummy = nn.Parameter(torch.zeros(1, dtype=torch.float64))
-
-    def forward(self, xs: torch.Tensor) -> torch.Tensor:
-        x = xs * self.scaler.x_std + self.scaler.x_mean
-        v = bs_price(x[:, 0], x[:, 1], x[:, 2], x[:, 3]).reshape(-1, 1)
-        return self.scaler.transform_y(v) + 0 * self.dummy
 
 
 def exact_run() -> Run:

@@ -49,14 +49,14 @@ def tune_dir(cfg: Config) -> tuple[Path, bool]:
 _MADE: set[str] = set()  # run folders this process made for a search (removed again if refused)
 
 
-def _abandon(run_dir: Path, study: Any) -> None:
+def _abandon(run_dir: Path, study: Any, storage: Any) -> None:
     """A search refused before any trial completed leaves no run folder behind: its own files
     go, and the folder too if this process made it."""
     from optuna.trial import TrialState
 
     if study is not None and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return
-    engine = getattr(getattr(getattr(study, "_storage", None), "_backend", None), "engine", None)
+    engine = getattr(storage, "engine", None)  # an RDBStorage (a database file or server)
     if engine is not None:
         engine.dispose()  # the connection closes: SQLite folds its write-ahead log back first
     tune = run_dir / "tune"
@@ -209,7 +209,7 @@ def _search(cfg: Config, params: Any, budget: int, folds: Any, storage: Any, url
         if lock is not None and not continued:
             lock.release()
             lock = None
-            _abandon(run_dir, study)
+            _abandon(run_dir, study, storage)
         raise
     finally:
         if lock is not None:
