@@ -233,3 +233,36 @@ def test_resume_may_change_only_harmless_keys(tmp_path):
     run = nnfin.resume(tmp_path / "r", epochs=3, overrides=["train.compile=false", "run.plots=false",
                                                             "train.device=cpu"])
     assert run.metrics["epochs"] == 3
+
+
+class _EveryEpoch(Callback):
+    """The weights, optimizer step count and history after every epoch."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_epoch_end(self, trainer, logs):
+        step = next(iter(trainer.optimizer.state.values()))["step"].clone()
+        self.seen.append(({k: v.clone() for k, v in trainer.model.state_dict().items()}, step,
+                          [dict(h) for h in trainer.state.history]))
+
+
+def test_best_checkpoint_holds_the_state_of_the_best_validation_epoch(tmp_path):
+    """best.ckpt is the whole training state at the epoch of the lowest validation loss (its
+    weights, optimizer state, counters and history up to then), written with a later last.ckpt."""
+    rec = _EveryEpoch()
+    run = nnfin.fit(overrides=["train.epochs=23", "data.n=300", "run.checkpoint_every=4",
+                               "optim.lr=0.05", "run.plots=false"], run_dir=tmp_path / "r",
+                    callbacks=[rec])
+    val = [h["val_loss"] for h in run.history.to_dict("records")]
+    best_epoch = min(range(len(val)), key=val.__getitem__) + 1
+    # the best state written is the one pending at the last write (epoch 23, the end)
+    best = load_checkpoint(tmp_path / "r" / "checkpoints" / "best.ckpt")
+    weights_then, step_then, history_then = rec.seen[best_epoch - 1]
+    assert best["train_state"]["epoch"] == best_epoch
+    assert best["train_state"]["history"] == history_then
+    assert len(history_then) == best_epoch
+    for k, v in weights_then.items():
+        assert torch.equal(best["model"][k], v)
+    assert torch.equal(next(iter(best["optimizer"]["state"].values()))["step"], step_then)
+    assert best["callbacks"]["CheckpointCallback#0"]["best"] == pytest.approx(val[best_epoch - 1])

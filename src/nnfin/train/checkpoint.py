@@ -129,7 +129,8 @@ class CheckpointCallback(Callback):
                  every: int = 1) -> None:
         self.folder, self.cfg, self.digest, self.every = Path(folder), cfg, data_digest, every
         self.best = float("inf")
-        self._best_state: dict[str, Any] | None = None
+        self._best_state: tuple[dict[str, Any], int] | None = None  # state, its epochs
+        self._config: dict[str, Any] | None = None
         self._last_sound: bool | None = None  # whether last.ckpt on disk passed its checksum
 
     def _rotate(self) -> None:
@@ -140,8 +141,19 @@ class CheckpointCallback(Callback):
         if self._last_sound:
             files.rename(last, self.folder / "prev.ckpt")
 
+    def _state_extras(self) -> dict[str, Any]:
+        if self._config is None:  # the config does not change during a run
+            self._config = self.cfg.to_dict()
+        return {"config": self._config, "data_sha256": self.digest}
+
     def _state(self, trainer: Trainer) -> dict[str, Any]:
-        return {**trainer.state_dict(), "config": self.cfg.to_dict(), "data_sha256": self.digest}
+        return {**trainer.state_dict(), **self._state_extras()}
+
+    def _snapshot(self, trainer: Trainer) -> tuple[dict[str, Any], int]:
+        """The state now, copied, with its history as a length: epochs are only ever appended
+        to the history, so the best state costs the same to keep at epoch 10 and at 1000."""
+        state = copy.deepcopy(trainer.state_dict(history=False))
+        return {**self._state_extras(), **state}, len(trainer.state.history)
 
     def write(self, trainer: Trainer) -> Path:
         """Write ``last.ckpt`` now (the previous one becomes ``prev.ckpt``) and a pending best."""
@@ -150,14 +162,16 @@ class CheckpointCallback(Callback):
         files.write_bytes(last, data, force=True, before_commit=self._rotate)
         self._last_sound = True
         if self._best_state is not None:
-            save_checkpoint(self.folder / "best.ckpt", self._best_state)
+            best, epochs = self._best_state
+            best["train_state"]["history"] = copy.deepcopy(trainer.state.history[:epochs])
+            save_checkpoint(self.folder / "best.ckpt", best)
             self._best_state = None
         return last
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
         if "val_loss" in logs and logs["val_loss"] < self.best:
             self.best = logs["val_loss"]
-            self._best_state = copy.deepcopy(self._state(trainer))
+            self._best_state = self._snapshot(trainer)
         if trainer.state.epoch % self.every == 0:
             self.write(trainer)
 

@@ -23,7 +23,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -318,14 +318,17 @@ class Trainer(Loop):
 
     # ---------------------------------------------------------------- state
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, optimizer, RNGs, callbacks..."""
+    def state_dict(self, *, history: bool = True) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, RNGs, callbacks...
+        (``history=False``: the train state without its per-epoch history, which the caller
+        adds; the weights and optimizer state are the live tensors, not copies)."""
+        train_state = asdict(replace(self.state, history=[])) if not history else asdict(self.state)
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "sampler": self.sampler.state_dict(),
-            "train_state": asdict(self.state),
+            "train_state": train_state,
             "step_in_epoch": self.step_in_epoch,
             "epoch_losses": torch.stack(self.epoch_losses) if self.epoch_losses else None,
             "callbacks": {key: cb.state_dict() for key, cb in _keyed(self.callbacks)},
