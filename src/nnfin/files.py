@@ -357,15 +357,21 @@ def write_frame(path: str | Path, frame: pd.DataFrame, *, force: bool = False, f
                       parents=parents)
 
 
+FIGURE_DPI = 120  # dots per inch of saved figures (``nnfin.plots.layout`` measures text at it)
+PNG_COMPRESSION = 3  # zlib level: ~30 % faster to write than the default 6; files 10-50 % larger
+
+
 def save_figure(fig: Figure, path: str | Path, *, force: bool = True, field: str | None = None,
-                dpi: int = 120) -> Path:
+                dpi: int = FIGURE_DPI) -> Path:
     """Save a matplotlib figure (format from the suffix) and close it."""
     import matplotlib.pyplot as plt
 
     p = Path(path)
     fmt = p.suffix.lstrip(".").lower() or "png"
+    options: dict[str, Any] = {"pil_kwargs": {"compress_level": PNG_COMPRESSION}} if fmt == "png" else {}
     try:
-        return write_with(p, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi), force=force, field=field)
+        return write_with(p, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, **options), force=force,
+                          field=field)
     finally:
         plt.close(fig)
 

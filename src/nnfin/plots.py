@@ -1,11 +1,15 @@
-"""Figures of a run with matplotlib (Agg backend: no screen needed).
+"""Figures of a run with matplotlib (Agg backend: no screen needed), and :func:`layout`, the one
+place every nnfin figure gets its margins before it is saved.
 
 >>> fig = loss_figure(pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.1]}))
 """
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,6 +18,185 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullLocator
+
+PAD = 1.08  # space around the figure's contents and between panels, in font sizes (tight_layout's)
+
+
+def layout(fig: Figure, *, pad: float = PAD) -> Figure:
+    """Lay ``fig`` out for saving: the margins and the space between panels fit the tick labels,
+    axis labels, titles and legends. Only the text is measured (nothing is drawn), at the dpi
+    the figure is saved at, so saving draws the figure once and reuses the measured text.
+    Panels on one grid (``subplots``, a colorbar made beside one panel) are spaced as
+    ``tight_layout`` spaces them; panels placed by hand (a colorbar shared by several panels)
+    keep their arrangement, scaled so that their text fits below the figure's title. Log axes
+    get plain-text labels (``10⁻³``, not mathtext) and minor ticks where they help: all of 2..9
+    within a decade, 2 and 5 up to four decades, none beyond.
+
+    >>> fig, ax = plt.subplots(figsize=(6, 4))
+    >>> _ = ax.set_yscale("log"), ax.plot([1, 2], [1e-3, 1.0]), ax.set_ylabel("loss")
+    >>> save(layout(fig), "loss.png")  # doctest: +SKIP
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from nnfin.files import FIGURE_DPI
+
+    if not hasattr(fig.canvas, "get_renderer"):  # a bare Figure(): measure with the Agg canvas
+        FigureCanvasAgg(fig)
+    fig.set_dpi(FIGURE_DPI)  # measured at the saving dpi, the text is laid out once
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in axes:
+        _light_log_axes(ax)
+    if axes:
+        renderer = fig.canvas.get_renderer()
+        text = {ax: _text_bbox(ax, renderer) for ax in axes}
+        grids = {ax.get_subplotspec().get_topmost_subplotspec().get_gridspec()
+                 if ax.get_subplotspec() is not None else None for ax in axes}
+        if len(grids) == 1 and None not in grids:
+            _space_grid(fig, axes, text, pad)
+        else:
+            _fit_inside(fig, axes, text, pad)
+    fig.set_layout_engine(None)  # laid out: saving must not lay it out (and draw it) again
+    return fig
+
+
+def _text_bbox(ax: Any, renderer: Any) -> Any:
+    """The box (pixels) around ``ax`` and its text: tick labels, axis labels, titles, legends.
+    The spines are left out (their extent is the panel's own, and measuring them recomputes
+    the ticks four times over)."""
+    from matplotlib.spines import Spine
+
+    extra = [a for a in ax.get_default_bbox_extra_artists() if not isinstance(a, Spine)]
+    return ax.get_tightbbox(renderer, for_layout_only=True, bbox_extra_artists=extra)
+
+
+def _space_grid(fig: Figure, axes: list[Any], text: dict[Any, Any], pad: float) -> None:
+    """Margins and spaces of the figure's one grid from the text around each cell (the
+    arithmetic of matplotlib's ``tight_layout``, on boxes measured once)."""
+    from matplotlib.transforms import Bbox
+
+    cells: dict[Any, list[Any]] = {}
+    for ax in axes:  # a panel and the colorbar made beside it share their cell
+        cells.setdefault(ax.get_subplotspec().get_topmost_subplotspec(), []).append(ax)
+    grid = next(iter(cells)).get_gridspec()
+    rows, cols = grid.get_geometry()
+    w_in, h_in = fig.get_size_inches()
+    pad_in = pad * matplotlib.rcParams["font.size"] / 72
+    to_fig = fig.transFigure.inverted()
+    hspaces, vspaces = np.zeros((rows, cols + 1)), np.zeros((rows + 1, cols))
+    for cell, members in cells.items():
+        box = Bbox.union([ax.get_position(original=True) for ax in members])
+        tight = to_fig.transform_bbox(Bbox.union([text[ax] for ax in members]))
+        r, c = cell.rowspan, cell.colspan
+        hspaces[r, c.start] += box.xmin - tight.xmin
+        hspaces[r, c.stop] += tight.xmax - box.xmax
+        vspaces[r.start, c] += tight.ymax - box.ymax
+        vspaces[r.stop, c] += box.ymin - tight.ymin
+    left = max(hspaces[:, 0].max(), 0) + pad_in / w_in
+    right = 1 - max(hspaces[:, -1].max(), 0) - pad_in / w_in
+    top = 1 - max(vspaces[0, :].max(), 0) - pad_in / h_in
+    bottom = max(vspaces[-1, :].max(), 0) + pad_in / h_in
+    if right <= left or top <= bottom:
+        return  # text larger than the figure: leave the panels where they are
+    params: dict[str, float] = {"left": left, "right": right, "top": top, "bottom": bottom}
+    if cols > 1:
+        space = hspaces[:, 1:-1].max() + pad_in / w_in
+        width = (right - left - space * (cols - 1)) / cols
+        if width <= 0:
+            return
+        params["wspace"] = space / width
+    if rows > 1:
+        space = vspaces[1:-1, :].max() + pad_in / h_in
+        height = (top - bottom - space * (rows - 1)) / rows
+        if height <= 0:
+            return
+        params["hspace"] = space / height
+    fig.subplots_adjust(**params)
+
+
+def _fit_inside(fig: Figure, axes: list[Any], text: dict[Any, Any], pad: float) -> None:
+    """Scale the panels' arrangement so that their text fits inside the figure, below the
+    figure's title."""
+    from matplotlib.transforms import Bbox
+
+    w, h = fig.bbox.width, fig.bbox.height
+    px = pad * matplotlib.rcParams["font.size"] * fig.dpi / 72
+    frame = Bbox.union([ax.get_position() for ax in axes])
+    tight = Bbox.union(list(text.values()))
+    left, right = frame.x0 - tight.x0 / w, tight.x1 / w - frame.x1
+    below, above = frame.y0 - tight.y0 / h, tight.y1 / h - frame.y1
+    top = 1 - px / h
+    title = getattr(fig, "_suptitle", None)
+    if title is not None and title.get_visible() and title.get_text():
+        top = min(top, title.get_window_extent(fig.canvas.get_renderer()).y0 / h - px / h)
+    x0, x1 = px / w + left, 1 - px / w - right
+    y0, y1 = px / h + below, top - above
+    if x1 - x0 < 0.2 * frame.width or y1 - y0 < 0.2 * frame.height:
+        return  # text larger than the figure: leave the panels where they are
+    for ax in axes:
+        box = ax.get_position()
+        ax.set_position([x0 + (box.x0 - frame.x0) / frame.width * (x1 - x0),
+                         y0 + (box.y0 - frame.y0) / frame.height * (y1 - y0),
+                         box.width / frame.width * (x1 - x0),
+                         box.height / frame.height * (y1 - y0)])
+
+
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+_POWER = re.compile(r"\$\\mathdefault\{(-?)(?:([0-9.]+)\\times)?([0-9.]+)\^\{(-?[0-9]+)\}\}\$")
+
+
+class PlainLogFormatter(LogFormatterSciNotation):
+    """Matplotlib's log-axis labels as plain text: ``10⁻³`` and ``2×10⁻³`` with Unicode
+    superscripts, drawn without the mathtext parser (other labels as matplotlib writes them).
+
+    >>> PlainLogFormatter()(0.002, 0), PlainLogFormatter()(1e-3, 0)
+    ('2×10⁻³', '10⁻³')
+    """
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        label = super().__call__(x, pos)
+        m = _POWER.fullmatch(label)
+        if m is None or matplotlib.rcParams["text.usetex"]:
+            return label
+        sign, coeff, base, power = m.groups()
+        return f"{'−' if sign else ''}{coeff + '×' if coeff else ''}{base}{power.translate(_SUPERSCRIPT)}"
+
+
+class _InView(LogLocator):
+    """A :class:`LogLocator` that returns only the ticks inside the view (matplotlib's returns
+    the decades around it too, and every returned tick is built, visible or not)."""
+
+    def __call__(self) -> Any:
+        lo, hi = sorted(self.axis.get_view_interval())
+        locs = np.asarray(super().__call__())
+        return locs[(locs >= lo * (1 - 1e-9)) & (locs <= hi * (1 + 1e-9))]
+
+
+def _light_log_axes(ax: Any) -> None:
+    """Plain-text labels and fewer minor ticks on the log axes of ``ax`` (as :func:`layout`
+    describes); axes with a locator or formatter of their own are left as they are."""
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() != "log":
+            continue
+        major, minor = axis.get_major_formatter(), axis.get_minor_formatter()
+        if type(major) is LogFormatterSciNotation:
+            axis.set_major_formatter(PlainLogFormatter(major._base, labelOnlyBase=major.labelOnlyBase,
+                                                       minor_thresholds=major.minor_thresholds))
+        if type(minor) is LogFormatterSciNotation:
+            axis.set_minor_formatter(PlainLogFormatter(minor._base, labelOnlyBase=minor.labelOnlyBase,
+                                                       minor_thresholds=minor.minor_thresholds))
+        if type(axis.get_major_locator()) is LogLocator:
+            axis.set_major_locator(_InView(axis.get_major_locator()._base))
+        if type(axis.get_minor_locator()) is LogLocator:
+            lo, hi = sorted(axis.get_view_interval())
+            decades = math.log10(hi / lo) if lo > 0 and math.isfinite(hi / lo) else 0.0
+            base = axis.get_minor_locator()._base
+            if decades <= 1:
+                axis.set_minor_locator(_InView(base, subs="auto"))
+            elif decades <= 4:
+                axis.set_minor_locator(_InView(base, subs=(2.0, 5.0)))
+            else:
+                axis.set_minor_locator(NullLocator())
 
 
 def loss_figure(history: pd.DataFrame, title: str = "", *, units: str = "model units") -> Figure:
@@ -28,11 +211,10 @@ def loss_figure(history: pd.DataFrame, title: str = "", *, units: str = "model u
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"loss ({units})")
-    ax.set_title(title or "loss")
+    ax.set_title(title or "loss", y=1.0)  # y: right above the panel, not searched for at each draw
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    return fig
+    return layout(fig)
 
 
 def fit_figure(x: np.ndarray, y: np.ndarray, predict, *, feature: str = "x", target: str = "y",
@@ -58,9 +240,8 @@ def fit_figure(x: np.ndarray, y: np.ndarray, predict, *, feature: str = "x", tar
         ax.set_ylabel(f"{target} (predicted)")
     ax.grid(True, alpha=0.3)
     ax.legend() if x.shape[1] == 1 else None
-    ax.set_title("fit")
-    fig.tight_layout()
-    return fig
+    ax.set_title("fit", y=1.0)  # y: right above the panel, not searched for at each draw
+    return layout(fig)
 
 
 def save(fig: Figure, path: str | Path, *, force: bool = True, field: str | None = None) -> Path:

@@ -204,10 +204,9 @@ def suggestions(lrs: np.ndarray, smoothed: np.ndarray) -> tuple[float, float]:
 
 def figure(res: LRFindResult, title: str = "learning-rate range test") -> Any:
     """Loss against learning rate on log axes, with both suggestions marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from nnfin import plots  # selects the Agg backend before pyplot is imported
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(res.lrs, res.losses, color="tab:blue", alpha=0.3, lw=1, label="loss")
@@ -222,11 +221,10 @@ def figure(res: LRFindResult, title: str = "learning-rate range test") -> Any:
         ax.set_yscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    ax.set_title(title)
+    ax.set_title(title, y=1.0)  # y: right above the panel, not searched for at each draw
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    return fig
+    return plots.layout(fig)
 
 
 def lr_find(config: Config | dict | str | Path | None = None, *, overrides: str | Sequence[str] = (),

@@ -365,6 +365,8 @@ def compare_figure(histories: list[pd.DataFrame], labels: list[str]) -> Figure:
     """Loss curves of several runs on one log-scale plot: train solid, validation dashed."""
     import numpy as np
 
+    from nnfin import plots
+
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     colors = [f"C{i % 10}" for i in range(len(labels))]
@@ -377,12 +379,11 @@ def compare_figure(histories: list[pd.DataFrame], labels: list[str]) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_title("loss curves")
+    ax.set_title("loss curves", y=1.0)  # y: right above the panel, not searched for at each draw
     ax.grid(True, which="both", alpha=0.3)
     if ax.lines:
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
+    return plots.layout(fig)
 
 
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from nnfin import plots  # noqa: F401  (selects the Agg backend before pyplot is imported)
+from nnfin import plots  # selects the Agg backend before pyplot is imported; lays figures out
 from nnfin.finance.black_scholes import bs_greeks
 from nnfin.finance.surrogate import available_greeks, surrogate_greeks
 
@@ -36,8 +36,7 @@ def error_surface_figure(tests: dict[str, dict[str, np.ndarray]], features: list
         ax.set_xlabel("moneyness S0/K")
         ax.set_ylabel("maturity tau (years)")
         ax.set_title(f"{split}: max |error| {err.max():.2e}, MAE {err.mean():.2e}")
-    fig.tight_layout()
-    return fig
+    return plots.layout(fig)
 
 
 def greeks_figure(run: Any, samples: dict[str, dict[str, np.ndarray]], *, option: str = "call",
@@ -77,8 +76,7 @@ def greeks_figure(run: Any, samples: dict[str, dict[str, np.ndarray]], *, option
             ax.grid(True, alpha=0.3)
     axes[0, 0].legend(fontsize=7)
     axes[1, 0].legend(fontsize=7, markerscale=8)
-    fig.tight_layout()
-    return fig
+    return plots.layout(fig)
 
 
 def hedging_figure(pnls: dict[str, np.ndarray]) -> Figure:
@@ -116,5 +114,4 @@ def hedging_figure(pnls: dict[str, np.ndarray]) -> Figure:
     for a in axes[0]:
         a.grid(True, alpha=0.3)
         a.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
-    fig.tight_layout()
-    return fig
+    return plots.layout(fig)

@@ -146,6 +146,7 @@ def optuna_plots(study: Any, folder: Path, metric: str) -> list[str]:
     ``MIN_IMPORTANCE_TRIALS`` completed trials). Returns notes on the plots left out."""
     import warnings
 
+    import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
     from optuna.exceptions import ExperimentalWarning
     from optuna.trial import TrialState
@@ -157,7 +158,9 @@ def optuna_plots(study: Any, folder: Path, metric: str) -> list[str]:
         return ["optuna plots left out: no completed trial"]
     names = sorted({name for t in done for name in t.params})
     notes: list[str] = []
-    with warnings.catch_warnings():
+    # Optuna's plots switch matplotlib to its ggplot style for good: the style is theirs for the
+    # while, and the figures drawn after them (the refit's) keep the style they had
+    with warnings.catch_warnings(), plt.style.context("ggplot"):
         warnings.simplefilter("ignore", ExperimentalWarning)  # the matplotlib plots are experimental
         ax = ovm.plot_optimization_history(study, target_name=metric)
         save(_figure(ax), folder / "optuna_history.png")
@@ -180,15 +183,17 @@ def optuna_plots(study: Any, folder: Path, metric: str) -> list[str]:
 
 def _figure(ax: Any) -> Any:
     """The figure of the Axes that Optuna returns, laid out."""
-    fig = ax.figure
-    fig.tight_layout()
-    return fig
+    from nnfin.plots import layout
+
+    return layout(ax.figure)
 
 
 def _slanted(ax: Any, panels: int) -> Any:
     """Optuna's slice plot, one panel per parameter, wide enough and with slanted tick labels
-    (categories such as ``'[32, 32, 32]'`` overlap otherwise); its colorbar rules out
-    ``tight_layout``."""
+    (categories such as ``'[32, 32, 32]'`` overlap otherwise), laid out around its colorbar
+    (shared by the panels, so the panels keep Optuna's arrangement: :func:`nnfin.plots.layout`)."""
+    from nnfin.plots import layout
+
     axes = np.ravel(np.asarray(ax, dtype=object))
     fig = axes[0].figure
     fig.set_size_inches(max(6.0, 3.6 * panels + 1.5), 5.2)
@@ -197,10 +202,7 @@ def _slanted(ax: Any, panels: int) -> Any:
             label.set_rotation(30)
             label.set_horizontalalignment("right")
             label.set_fontsize(8)
-    for a in fig.axes:  # room for the slanted labels below every panel and the colorbar
-        box = a.get_position()
-        a.set_position([box.x0, 0.22, box.width, box.y1 - 0.22])
-    return fig
+    return layout(fig)
 
 
 def _categorical(study: Any) -> set[str]:
@@ -230,6 +232,8 @@ def history_figure(df: pd.DataFrame, metric: str) -> Any:
     """The metric of every trial in trial order, and the best so far."""
     import matplotlib.pyplot as plt
 
+    from nnfin.plots import layout
+
     fig, ax = plt.subplots(figsize=(6, 4))
     df = df.sort_values("trial")
     done = df[df["state"] == "COMPLETE"]
@@ -247,8 +251,7 @@ def history_figure(df: pd.DataFrame, metric: str) -> Any:
     ax.set_ylabel(f"{metric} (mean over folds)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    return fig
+    return layout(fig)
 
 
 def params_figure(df: pd.DataFrame, params: list[str], metric: str, log_x: set[str],
@@ -258,6 +261,8 @@ def params_figure(df: pd.DataFrame, params: list[str], metric: str, log_x: set[s
     position per value, sorted."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    from nnfin.plots import layout
 
     done = df[df["state"] == "COMPLETE"]
     n = max(1, len(params))
@@ -292,7 +297,7 @@ def params_figure(df: pd.DataFrame, params: list[str], metric: str, log_x: set[s
         ax.grid(True, which="both", alpha=0.3)
     for ax in list(axes.flat)[len(params):]:
         ax.set_visible(False)
-    fig.tight_layout()
+    layout(fig)
     if categories:  # labels that would overlap side by side are turned upright
         renderer = fig.canvas.get_renderer()
         turned = False
@@ -302,7 +307,7 @@ def params_figure(df: pd.DataFrame, params: list[str], metric: str, log_x: set[s
                 ax.tick_params(axis="x", labelrotation=90)
                 turned = True
         if turned:
-            fig.tight_layout()
+            layout(fig)
     return fig
 
 
