@@ -25,11 +25,11 @@ PAD = 1.08  # space around the figure's contents and between panels, in font siz
 
 def layout(fig: Figure, *, pad: float = PAD) -> Figure:
     """Lay ``fig`` out for saving: the margins and the space between panels fit the tick labels,
-    axis labels, titles and legends. Only the text is measured (nothing is drawn), at the dpi
-    the figure is saved at, so saving draws the figure once and reuses the measured text.
-    Panels on one grid (``subplots``, a colorbar made beside one panel) are spaced as
-    ``tight_layout`` spaces them; panels placed by hand (a colorbar shared by several panels)
-    keep their arrangement, scaled so that their text fits below the figure's title. Log axes
+    axis labels, titles and legends, measured at the dpi the figure is saved at. Panels on one
+    grid (``subplots``, a colorbar made beside one panel) are laid out by matplotlib's
+    ``tight_layout``; panels placed by hand (a colorbar shared by several panels), which it
+    cannot lay out, keep their arrangement, scaled so that their text fits below the figure's
+    title (only the text is measured for that). Log axes
     get plain-text labels (``10⁻³``, not mathtext) and minor ticks where they help: all of 2..9
     within a decade, 2 and 5 up to four decades, none beyond.
 
@@ -48,14 +48,13 @@ def layout(fig: Figure, *, pad: float = PAD) -> Figure:
     for ax in axes:
         _light_log_axes(ax)
     if axes:
-        renderer = fig.canvas.get_renderer()
-        text = {ax: _text_bbox(ax, renderer) for ax in axes}
         grids = {ax.get_subplotspec().get_topmost_subplotspec().get_gridspec()
                  if ax.get_subplotspec() is not None else None for ax in axes}
         if len(grids) == 1 and None not in grids:
-            _space_grid(fig, axes, text, pad)
+            fig.tight_layout(pad=pad)
         else:
-            _fit_inside(fig, axes, text, pad)
+            renderer = fig.canvas.get_renderer()
+            _fit_inside(fig, axes, {ax: _text_bbox(ax, renderer) for ax in axes}, pad)
     fig.set_layout_engine(None)  # laid out: saving must not lay it out (and draw it) again
     return fig
 
@@ -68,50 +67,6 @@ def _text_bbox(ax: Any, renderer: Any) -> Any:
 
     extra = [a for a in ax.get_default_bbox_extra_artists() if not isinstance(a, Spine)]
     return ax.get_tightbbox(renderer, for_layout_only=True, bbox_extra_artists=extra)
-
-
-def _space_grid(fig: Figure, axes: list[Any], text: dict[Any, Any], pad: float) -> None:
-    """Margins and spaces of the figure's one grid from the text around each cell (the
-    arithmetic of matplotlib's ``tight_layout``, on boxes measured once)."""
-    from matplotlib.transforms import Bbox
-
-    cells: dict[Any, list[Any]] = {}
-    for ax in axes:  # a panel and the colorbar made beside it share their cell
-        cells.setdefault(ax.get_subplotspec().get_topmost_subplotspec(), []).append(ax)
-    grid = next(iter(cells)).get_gridspec()
-    rows, cols = grid.get_geometry()
-    w_in, h_in = fig.get_size_inches()
-    pad_in = pad * matplotlib.rcParams["font.size"] / 72
-    to_fig = fig.transFigure.inverted()
-    hspaces, vspaces = np.zeros((rows, cols + 1)), np.zeros((rows + 1, cols))
-    for cell, members in cells.items():
-        box = Bbox.union([ax.get_position(original=True) for ax in members])
-        tight = to_fig.transform_bbox(Bbox.union([text[ax] for ax in members]))
-        r, c = cell.rowspan, cell.colspan
-        hspaces[r, c.start] += box.xmin - tight.xmin
-        hspaces[r, c.stop] += tight.xmax - box.xmax
-        vspaces[r.start, c] += tight.ymax - box.ymax
-        vspaces[r.stop, c] += box.ymin - tight.ymin
-    left = max(hspaces[:, 0].max(), 0) + pad_in / w_in
-    right = 1 - max(hspaces[:, -1].max(), 0) - pad_in / w_in
-    top = 1 - max(vspaces[0, :].max(), 0) - pad_in / h_in
-    bottom = max(vspaces[-1, :].max(), 0) + pad_in / h_in
-    if right <= left or top <= bottom:
-        return  # text larger than the figure: leave the panels where they are
-    params: dict[str, float] = {"left": left, "right": right, "top": top, "bottom": bottom}
-    if cols > 1:
-        space = hspaces[:, 1:-1].max() + pad_in / w_in
-        width = (right - left - space * (cols - 1)) / cols
-        if width <= 0:
-            return
-        params["wspace"] = space / width
-    if rows > 1:
-        space = vspaces[1:-1, :].max() + pad_in / h_in
-        height = (top - bottom - space * (rows - 1)) / rows
-        if height <= 0:
-            return
-        params["hspace"] = space / height
-    fig.subplots_adjust(**params)
 
 
 def _fit_inside(fig: Figure, axes: list[Any], text: dict[Any, Any], pad: float) -> None:
