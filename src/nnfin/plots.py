@@ -128,28 +128,30 @@ class _InView(LogLocator):
 
 
 def _light_log_axes(ax: Any) -> None:
-    """Plain-text labels and fewer minor ticks on the log axes of ``ax`` (as :func:`layout`
-    describes); axes with a locator or formatter of their own are left as they are."""
+    """Plain-text labels and fewer minor ticks on the base-10 log axes of ``ax`` (as
+    :func:`layout` describes); axes with a locator or formatter of their own, or another base,
+    are left as they are."""
     for axis in (ax.xaxis, ax.yaxis):
         if axis.get_scale() != "log":
             continue
         major, minor = axis.get_major_formatter(), axis.get_minor_formatter()
-        if type(major) is LogFormatterSciNotation:
-            axis.set_major_formatter(PlainLogFormatter(major._base, labelOnlyBase=major.labelOnlyBase,
-                                                       minor_thresholds=major.minor_thresholds))
-        if type(minor) is LogFormatterSciNotation:
-            axis.set_minor_formatter(PlainLogFormatter(minor._base, labelOnlyBase=minor.labelOnlyBase,
-                                                       minor_thresholds=minor.minor_thresholds))
+        parts = (major, minor, axis.get_major_locator(), axis.get_minor_locator())
+        if any(getattr(part, "_base", None) != 10 for part in parts):
+            continue  # another base (or a matplotlib that names it otherwise): left alone
+        for formatter, setter in ((major, axis.set_major_formatter),
+                                  (minor, axis.set_minor_formatter)):
+            if type(formatter) is LogFormatterSciNotation:
+                setter(PlainLogFormatter(10, labelOnlyBase=formatter.labelOnlyBase,
+                                         minor_thresholds=formatter.minor_thresholds))
         if type(axis.get_major_locator()) is LogLocator:
-            axis.set_major_locator(_InView(axis.get_major_locator()._base))
+            axis.set_major_locator(_InView(10))
         if type(axis.get_minor_locator()) is LogLocator:
             lo, hi = sorted(axis.get_view_interval())
             decades = math.log10(hi / lo) if lo > 0 and math.isfinite(hi / lo) else 0.0
-            base = axis.get_minor_locator()._base
             if decades <= 1:
-                axis.set_minor_locator(_InView(base, subs="auto"))
+                axis.set_minor_locator(_InView(10, subs="auto"))
             elif decades <= 4:
-                axis.set_minor_locator(_InView(base, subs=(2.0, 5.0)))
+                axis.set_minor_locator(_InView(10, subs=(2.0, 5.0)))
             else:
                 axis.set_minor_locator(NullLocator())
 
