@@ -107,7 +107,8 @@ def _fused_adam_step(opt: torch.optim.Optimizer, decoupled: bool) -> bool:
     small network's step on a CPU). Returns ``False``, having changed nothing, where torch's own
     step must run: a first step (state to create), a setting this path does not take
     (amsgrad, maximize, capturable, differentiable, a tensor ``lr``, gradient scaling) or
-    parameters on several devices or dtypes."""
+    parameters on several devices or dtypes. ``decoupled`` (AdamW's decay) is taken where a
+    group does not say (each group's ``decoupled_weight_decay`` does, as in torch's step)."""
     if getattr(opt, "grad_scale", None) is not None or getattr(opt, "found_inf", None) is not None:
         return False
     calls = []
@@ -135,10 +136,11 @@ def _fused_adam_step(opt: torch.optim.Optimizer, decoupled: bool) -> bool:
             if any(p.device != first.device or p.dtype != first.dtype for p in params):
                 return False
             calls.append((group, params, grads, exp_avgs, exp_avg_sqs, steps))
-    kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
     with torch.no_grad():
         for group, params, grads, exp_avgs, exp_avg_sqs, steps in calls:
             beta1, beta2 = group["betas"]
+            kernel = (torch._fused_adamw_ if group.get("decoupled_weight_decay", decoupled)
+                      else torch._fused_adam_)
             torch._foreach_add_(steps, 1)
             kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
                    lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
@@ -152,11 +154,9 @@ def _adam_step(base: type) -> Callable[..., Any]:
     fast = hasattr(torch, "_fused_adam_") and hasattr(torch, "_fused_adamw_")
 
     def step(self: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
-        if closure is None and fast:
-            decoupled = self.param_groups[0].get("decoupled_weight_decay",
-                                                 isinstance(self, torch.optim.AdamW))
-            if _fused_adam_step(self, bool(decoupled)):
-                return None
+        if closure is None and fast \
+                and _fused_adam_step(self, isinstance(self, torch.optim.AdamW)):
+            return None
         return torch_step(self, closure)
 
     step.__doc__ = base.step.__doc__
