@@ -40,6 +40,9 @@ def _r2(t: np.ndarray, err: np.ndarray) -> float:
     ss_res = np.sum(np.square(err), axis=0)
     ss_tot = np.sum(np.square(t - t.mean(axis=0)), axis=0)
     constant = ss_tot == 0
-    per_output = np.where(constant, np.where(ss_res == 0, 1.0, 0.0),
+    # constant targets: 1 predicted exactly, 0 otherwise; non-finite predictions stay non-finite
+    # there too (an infinite error -inf, NaN NaN), as on any other output
+    per_output = np.where(constant, np.where(ss_res == 0, 1.0,
+                                             np.where(np.isfinite(ss_res), 0.0, -ss_res)),
                           1.0 - ss_res / np.where(constant, 1.0, ss_tot))
     return float(np.mean(per_output))
