@@ -55,6 +55,7 @@ def layout(fig: Figure, *, pad: float = PAD) -> Figure:
         else:
             renderer = fig.canvas.get_renderer()
             _fit_inside(fig, axes, {ax: _text_bbox(ax, renderer) for ax in axes}, pad)
+        _labels_inside(fig, axes)
     fig.set_layout_engine(None)  # laid out: saving must not lay it out (and draw it) again
     return fig
 
@@ -94,6 +95,26 @@ def _fit_inside(fig: Figure, axes: list[Any], text: dict[Any, Any], pad: float) 
                          y0 + (box.y0 - frame.y0) / frame.height * (y1 - y0),
                          box.width / frame.width * (x1 - x0),
                          box.height / frame.height * (y1 - y0)])
+
+
+def _labels_inside(fig: Figure, axes: list[Any]) -> None:
+    """Slide an axis label or title that is centred on a panel narrower than it, and so runs
+    off the figure, back inside along its length (a text longer than the figure stays centred)."""
+    renderer = fig.canvas.get_renderer()
+    for ax in axes:
+        for text, along in ((ax.xaxis.label, "x"), (ax.title, "x"), (ax.yaxis.label, "y")):
+            if not text.get_visible() or not text.get_text():
+                continue
+            box = text.get_window_extent(renderer)
+            lo, hi = (box.x0, box.x1) if along == "x" else (box.y0, box.y1)
+            end = fig.bbox.width if along == "x" else fig.bbox.height
+            shift = -lo if lo < 0 else (end - hi if hi > end else 0.0)
+            if shift and hi - lo <= end:
+                size = ax.bbox.width if along == "x" else ax.bbox.height
+                if along == "x":
+                    text.set_x(text.get_position()[0] + shift / size)
+                else:
+                    text.set_y(text.get_position()[1] + shift / size)
 
 
 _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
