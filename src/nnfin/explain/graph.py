@@ -159,7 +159,7 @@ def _draw_matplotlib(tr: Trace, tmp: Path, fmt: str, max_nodes: int) -> None:
                       "ls": "--" if kind in ("none", "more") else "-"})
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    fig.savefig(tmp, format=fmt, dpi=120)
+    fig.savefig(tmp, format=fmt, dpi=files.FIGURE_DPI)
 
 
 def _draw_dot(dot: str, source: str, path: Path, fmt: str) -> str | None:
